@@ -1,0 +1,39 @@
+# The two README commands: `make demo` (install, run the main job) and `make test`
+# (install dev tools, lint, type check, test). Both create .venv/ at the repository root and
+# install the exact versions pinned in requirements/constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONSTRAINTS := requirements/constraints.txt
+DEMO_OUT ?= runs/demo.zarr
+DEMO_PLOTS ?= runs/demo_plots
+
+.PHONY: demo test install install-dev lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+
+demo: install
+	$(BIN)/jaxgeo sft run --default --out $(DEMO_OUT) --plots $(DEMO_PLOTS) --overwrite
+
+lint:
+	$(BIN)/ruff check jaxgeo tests benchmarks experiments
+	$(BIN)/ruff format --check jaxgeo tests benchmarks experiments
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/python -m pytest -n 2 -q
+
+test: install-dev lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

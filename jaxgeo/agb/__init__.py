@@ -1,0 +1,1 @@
+"""jaxgeo.agb (see docs/ for the plan of this domain)."""

@@ -1,0 +1,1 @@
+"""jaxgeo.geollm (see docs/ for the plan of this domain)."""

@@ -1,0 +1,1 @@
+"""jaxgeo.hsi (see docs/ for the plan of this domain)."""

@@ -1,0 +1,1 @@
+"""jaxgeo.locenc (see docs/ for the plan of this domain)."""

@@ -1,0 +1,1 @@
+"""jaxgeo.nn: shared model and training pieces."""

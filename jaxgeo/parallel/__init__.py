@@ -1,0 +1,1 @@
+"""jaxgeo.parallel: shared model and training pieces."""

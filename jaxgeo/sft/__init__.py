@@ -1,0 +1,1 @@
+"""Solar surface flux transport on the sphere (HipFT-compatible)."""

@@ -1,0 +1,1 @@
+"""jaxgeo.terrain (see docs/ for the plan of this domain)."""

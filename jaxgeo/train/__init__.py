@@ -1,0 +1,1 @@
+"""jaxgeo.train: shared model and training pieces."""
