@@ -23,11 +23,19 @@ log = logging.getLogger("jaxgeo")
 
 # (group name, help, module providing ``register(subparsers)``)
 GROUPS: tuple[tuple[str, str, str], ...] = (
-    ("sft", "solar surface flux transport: run, validate, infer, plot, convert", "jaxgeo.sft.commands"),
+    (
+        "sft",
+        "solar surface flux transport: run, validate, infer, plot, convert",
+        "jaxgeo.sft.commands",
+    ),
     ("locenc", "location encoders on the sphere", "jaxgeo.locenc.commands"),
     ("hsi", "hyperspectral foundation models", "jaxgeo.hsi.commands"),
     ("agb", "sparse-label aboveground biomass regression", "jaxgeo.agb.commands"),
-    ("geollm", "GeoLLM: map-augmented prompts and language-model fine-tuning", "jaxgeo.geollm.commands"),
+    (
+        "geollm",
+        "GeoLLM: map-augmented prompts and language-model fine-tuning",
+        "jaxgeo.geollm.commands",
+    ),
     ("terrain", "terrain generation by latent flow matching", "jaxgeo.terrain.commands"),
 )
 
@@ -41,7 +49,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger("jaxgeo")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -54,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differentiable geoscience simulation and modeling in JAX.",
     )
     parser.add_argument("--version", action="version", version=f"jaxgeo {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (stderr)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (stderr)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     groups = parser.add_subparsers(dest="group", metavar="GROUP")
     for name, help_text, module_name in GROUPS:
