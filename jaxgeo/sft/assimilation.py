@@ -67,6 +67,7 @@ __all__ = [
     "make_assimilate",
     "observation_weights",
     "read_observed_map",
+    "stack_observed_maps",
 ]
 
 AssimilationMode = Literal["blend", "add"]
@@ -292,7 +293,8 @@ def read_observed_map(path: str | Path, grid: SftGrid) -> ObservedMap:
     return ObservedMap(br=jnp.asarray(unique[0]), weight=jnp.asarray(unique[1]), mu=mu)
 
 
-def _stack_maps(maps: Sequence[ObservedMap]) -> ObservedMap:
+def stack_observed_maps(maps: Sequence[ObservedMap]) -> ObservedMap:
+    """Stack observed maps along a new leading axis (μ kept only if every map has it)."""
     mus = [m.mu for m in maps if m.mu is not None]
     return ObservedMap(
         br=jnp.stack([m.br for m in maps]),
@@ -443,7 +445,11 @@ class MapList:
 
     def read_maps(self, grid: SftGrid) -> ObservedMap:
         """Read every listed map on ``grid``, stacked along a leading axis of length len(self)."""
-        return _stack_maps([read_observed_map(p, grid) for p in self.paths])
+        return stack_observed_maps([read_observed_map(p, grid) for p in self.paths])
+
+
+# Older private name, kept for callers that used it.
+_stack_maps = stack_observed_maps
 
 
 def _parse_csv_row(name: str | Path, no: int, line: str) -> tuple[float, str]:

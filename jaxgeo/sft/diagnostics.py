@@ -145,8 +145,12 @@ def history(
     south = grid.theta >= math.pi - lim
     out["npole_flux_positive"], out["npole_flux_negative"] = split(north)
     out["spole_flux_positive"], out["spole_flux_negative"] = split(south)
-    out["npole_area"] = jnp.full(f.shape[:-2], float(np.sum(w["area"][north])) * GAUSS_SR_TO_MX, dtype=dt)
-    out["spole_area"] = jnp.full(f.shape[:-2], float(np.sum(w["area"][south])) * GAUSS_SR_TO_MX, dtype=dt)
+    out["npole_area"] = jnp.full(
+        f.shape[:-2], float(np.sum(w["area"][north])) * GAUSS_SR_TO_MX, dtype=dt
+    )
+    out["spole_area"] = jnp.full(
+        f.shape[:-2], float(np.sum(w["area"][south])) * GAUSS_SR_TO_MX, dtype=dt
+    )
     fac = 0.75 / math.pi
     sin_t = jnp.asarray(w["sin_t"], dtype=dt)[:, None]
     cos_t = jnp.asarray(w["cos_t"], dtype=dt)[:, None]

@@ -217,11 +217,18 @@ def dtime_diffusion_euler(grid: SftGrid, nu: float | np.ndarray) -> float:
     """
     nu_np = np.asarray(nu, dtype=np.float64)
     if not np.all(np.isfinite(nu_np)) or np.max(nu_np) <= 0.0:
-        raise ConfigError(f"diffusion nu must be finite and > 0 for a stable step, got max {nu_np.max()!r}")
+        raise ConfigError(
+            f"diffusion nu must be finite and > 0 for a stable step, got max {nu_np.max()!r}"
+        )
     geo = _geometry(grid)
     if nu_np.ndim >= 2 and nu_np.shape[-2:] == (grid.n_theta + 1, grid.n_phi):
         nu_w, nu_e, nu_n, nu_s, _, _ = (np.asarray(a) for a in _face_nu(jnp.asarray(nu_np), grid))
-        rad = 2.0 * (np.abs(nu_w * geo.g_w) + np.abs(nu_e * geo.g_e) + np.abs(nu_n * geo.g_n) + np.abs(nu_s * geo.g_s))
+        rad = 2.0 * (
+            np.abs(nu_w * geo.g_w)
+            + np.abs(nu_e * geo.g_e)
+            + np.abs(nu_n * geo.g_n)
+            + np.abs(nu_s * geo.g_s)
+        )
         max_eig = float(np.max(rad))
     else:
         g = geo.g_w + geo.g_e + geo.g_n + geo.g_s
@@ -259,7 +266,9 @@ def sts_stages(scheme: str, dt_hours: float, dt_euler_hours: float) -> int:
     elif scheme == "rkg2":
         s_real = 0.5 * (math.sqrt(25.0 + 24.0 * ratio) - 3.0)
     else:
-        raise ConfigError(f"diffusion.scheme must be 'rkl2' or 'rkg2' for super time stepping, got {scheme!r}")
+        raise ConfigError(
+            f"diffusion.scheme must be 'rkl2' or 'rkg2' for super time stepping, got {scheme!r}"
+        )
     s = max(math.ceil(s_real), 3)
     if s % 2 == 0:
         s += 1
@@ -306,7 +315,9 @@ def sts_init(scheme: str, s: int) -> StsCoefficients:
             ub[j] = u[j] * w
             g[j] = (0.5 * j * (j + 1.0) * b[j - 1] - 1.0) * ub[j]
     else:
-        raise ConfigError(f"diffusion.scheme must be 'rkl2' or 'rkg2' for super time stepping, got {scheme!r}")
+        raise ConfigError(
+            f"diffusion.scheme must be 'rkl2' or 'rkg2' for super time stepping, got {scheme!r}"
+        )
     one_minus_uv = (1.0 - u) - v
     return StsCoefficients(
         scheme=scheme,
@@ -405,7 +416,9 @@ def plan_diffusion(
     if cycle_dts is not None:
         dts = tuple(float(d) for d in cycle_dts)
         if not dts or min(dts) <= 0.0 or abs(sum(dts) - dt_hours) > 1e-9 * dt_hours:
-            raise ConfigError(f"cycle_dts must be positive and sum to dt_hours={dt_hours}, got {dts}")
+            raise ConfigError(
+                f"cycle_dts must be positive and sum to dt_hours={dt_hours}, got {dts}"
+            )
         fractions = tuple(d / dt_hours for d in dts)
     elif subcycles == "auto" or subcycles == 0:
         dts = (dt_hours,)
@@ -415,7 +428,9 @@ def plan_diffusion(
         dts = (dt_hours / n,) * n
         fractions = (1.0 / n,) * n
     else:
-        raise ConfigError(f"diffusion.subcycles must be 'auto' or an integer >= 1, got {subcycles!r}")
+        raise ConfigError(
+            f"diffusion.subcycles must be 'auto' or an integer >= 1, got {subcycles!r}"
+        )
     stages = tuple(_cycle_stages(scheme, d, dt_e) for d in dts)
     return DiffusionPlan(
         scheme=scheme,
@@ -494,7 +509,8 @@ def make_diffusion_step(
     if scheme is not None and scheme != plan.scheme:
         raise ConfigError(f"diffusion scheme {scheme!r} does not match the plan's {plan.scheme!r}")
     cycles = [
-        (frac, _make_cycle(grid, plan.scheme, s)) for frac, s in zip(plan.cycle_fractions, plan.stages, strict=True)
+        (frac, _make_cycle(grid, plan.scheme, s))
+        for frac, s in zip(plan.cycle_fractions, plan.stages, strict=True)
     ]
 
     def step(br: Field, nu: NuLike, dt_hours: Float[ArrayLike, ""]) -> Field:

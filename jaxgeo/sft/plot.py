@@ -127,11 +127,8 @@ def plot_histories(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             None,
         ),
         (
-            "Net flux / unsigned flux",
-            lambda r: (
-                (ds["flux_positive"].values[r] + ds["flux_negative"].values[r])
-                / np.maximum(ds["flux_positive"].values[r] - ds["flux_negative"].values[r], 1e-300)
-            ),
+            "Net flux [Mx]",
+            lambda r: ds["flux_positive"].values[r] + ds["flux_negative"].values[r],
             None,
         ),
         (

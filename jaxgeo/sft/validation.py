@@ -3,10 +3,11 @@
 - Soccer ball (HipFT ``validation_run = 1``): B₀ = Y₆⁰ + √(14/11) Y₆⁵, an eigenfunction of the
   surface Laplacian (l(l+1) = 42), so under constant ν and rigid rotation at Ω
   B(θ, φ, t) = B₀(θ, φ − Ωt) · exp(−42 ν t) on the unit sphere.
-- Gaussian pair (``validation_run = 2/3``): a negative blob at φ = π/2 and a positive one at
-  φ = 3π/2, both at θ = π/4, ``exp(−(Δθ² + Δφ²)/w)`` with w = 0.03. Rigid rotation translates
-  them in φ; a constant v_θ moves sin θ·B in θ, so the θ case starts from the pair divided by
-  sin θ (0 on the pole rows) and stays a translated pair divided by sin θ.
+- Gaussian pair (``validation_run = 2``): a negative blob at φ = π/2 and a positive one at
+  φ = 3π/2, both at θ = π/4, ``exp(−(Δθ² + Δφ²)/w)`` with w = 0.03, divided by sin θ (0 on the
+  pole rows; HipFT 1.19.3's reference maps show this for all three Gaussian cases). Rigid
+  rotation translates it in φ; a constant v_θ moves sin θ·B in θ, so it stays a translated
+  pair divided by sin θ.
 - ``dipole`` (B = A cos θ) and ``harmonic`` (one real Y_l^m).
 
 Real spherical harmonics follow HipFT's ``tesseral_spherical_harmonic``: orthonormal on the unit
@@ -113,9 +114,7 @@ def soccer_ball(grid: SftGrid) -> np.ndarray:
     return _finish(grid, _soccer(grid, 0.0))
 
 
-def soccer_ball_exact(
-    grid: SftGrid, t_hours: float, nu: float, omega: float = 0.0
-) -> np.ndarray:
+def soccer_ball_exact(grid: SftGrid, t_hours: float, nu: float, omega: float = 0.0) -> np.ndarray:
     """Exact soccer ball after ``t_hours`` of diffusion and rigid rotation.
 
     Args:
@@ -137,7 +136,9 @@ def _wrap(dphi: np.ndarray) -> np.ndarray:
     return (dphi + math.pi) % TWO_PI - math.pi
 
 
-def _pair(grid: SftGrid, theta_c: float, phi_shift: float, width: float, over_sin: bool) -> np.ndarray:
+def _pair(
+    grid: SftGrid, theta_c: float, phi_shift: float, width: float, over_sin: bool
+) -> np.ndarray:
     t = grid.theta[:, None]
     p = grid.phi[None, :]
     lat = (t - theta_c) ** 2 / width
@@ -149,14 +150,16 @@ def _pair(grid: SftGrid, theta_c: float, phi_shift: float, width: float, over_si
     return field
 
 
-def gaussian_pair(grid: SftGrid, *, width: float = GAUSSIAN_WIDTH, over_sin_theta: bool = False) -> np.ndarray:
+def gaussian_pair(
+    grid: SftGrid, *, width: float = GAUSSIAN_WIDTH, over_sin_theta: bool = True
+) -> np.ndarray:
     """HipFT's Gaussian pair at θ = π/4 (−1 at φ = π/2, +1 at φ = 3π/2).
 
     Args:
         grid: the grid.
         width: ``w`` in exp(−(Δθ² + Δφ²)/w) (HipFT ``validation_run_width``).
-        over_sin_theta: divide by sin θ (0 on the pole rows), HipFT's initial state for the
-            constant-v_θ cases.
+        over_sin_theta: divide by sin θ (0 on the pole rows). HipFT 1.19.3 does so in all
+            its Gaussian cases (its reference maps show it); ``False`` gives the plain pair.
     """
     return _finish(grid, _pair(grid, 0.25 * math.pi, 0.0, float(width), over_sin_theta))
 
@@ -168,16 +171,17 @@ def gaussian_pair_exact(
     omega: float = 0.0,
     vtheta: float = 0.0,
     width: float = GAUSSIAN_WIDTH,
-    over_sin_theta: bool | None = None,
+    over_sin_theta: bool = True,
 ) -> np.ndarray:
     """Exact Gaussian pair after rigid rotation ``omega`` (rad/h) and constant ``vtheta`` (rad/h).
 
-    The pair moves to θ = π/4 + v_θ t and φ centres shifted by Ωt (periodic distance). When
-    v_θ ≠ 0 (or ``over_sin_theta``), the field is the translated pair divided by sin θ.
+    The pair moves to θ = π/4 + v_θ t and φ centres shifted by Ωt (periodic distance). With
+    ``over_sin_theta`` (HipFT's initial state) the field is the translated pair divided by
+    sin θ, which is exact for a constant v_θ (sin θ·B is what v_θ translates) and for rigid
+    rotation.
     """
-    if over_sin_theta is None:
-        over_sin_theta = float(vtheta) != 0.0
     theta_c = 0.25 * math.pi + float(vtheta) * float(t_hours)
     shift = float(omega) * float(t_hours)
-    # Pointwise, like HipFT's exact solution (no pole averaging).
-    return _pair(grid, theta_c, shift, float(width), over_sin_theta)
+    # Pole rows hold their φ-average (~0 for the antisymmetric pair), as in HipFT's
+    # *_final_analytic.h5 maps.
+    return _finish(grid, _pair(grid, theta_c, shift, float(width), over_sin_theta))

@@ -84,29 +84,40 @@ def _periodic_phi_widths(phi: np.ndarray) -> np.ndarray:
     return widths * (_TWO_PI / widths.sum())
 
 
-class _GridMixin:
-    theta: np.ndarray
-    phi: np.ndarray
-    theta_weights: np.ndarray
-    phi_weights: np.ndarray
+class _Points(Protocol):
+    @property
+    def theta(self) -> np.ndarray: ...
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def phi(self) -> np.ndarray: ...
+
+    @property
+    def theta_weights(self) -> np.ndarray: ...
+
+    @property
+    def phi_weights(self) -> np.ndarray: ...
+
+
+class _GridMixin:
+    """What every grid derives from its points and separable weights."""
+
+    @property
+    def shape(self: _Points) -> tuple[int, int]:
         """(n_theta, n_phi): the trailing shape of a field on this grid."""
         return (len(self.theta), len(self.phi))
 
     @cached_property
-    def weights(self) -> np.ndarray:
+    def weights(self: _Points) -> np.ndarray:
         """Quadrature weights (n_theta, n_phi), sr; they sum to 4π."""
         return _frozen(np.outer(self.theta_weights, self.phi_weights))
 
     @cached_property
-    def lat_deg(self) -> np.ndarray:
+    def lat_deg(self: _Points) -> np.ndarray:
         """Latitude of the rows in degrees north (90 − θ)."""
         return _frozen(90.0 - np.degrees(self.theta))
 
     @cached_property
-    def lon_deg(self) -> np.ndarray:
+    def lon_deg(self: _Points) -> np.ndarray:
         """Longitude of the columns in degrees east."""
         return _frozen(np.degrees(self.phi))
 
@@ -371,6 +382,4 @@ def integrate(
         field = field.astype(jnp.result_type(float))
     w_t = jnp.asarray(grid.theta_weights, field.dtype)
     w_p = jnp.asarray(grid.phi_weights, field.dtype)
-    return jnp.einsum(
-        "...ij,i,j->...", field, w_t, w_p, precision=lax.Precision.HIGHEST
-    )
+    return jnp.einsum("...ij,i,j->...", field, w_t, w_p, precision=lax.Precision.HIGHEST)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -166,7 +167,7 @@ def _column_tables(l_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _flat_layout(l_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each flat index k: degree l, |m|, and whether it is the sin family (m < 0)."""
     l_a, m_a = index_to_lm(np.arange((l_max + 1) ** 2))
-    out = (l_a, np.abs(m_a), m_a < 0)
+    out = (np.asarray(l_a), np.abs(m_a), np.asarray(m_a) < 0)
     for arr in out:
         arr.setflags(write=False)
     return out
@@ -199,10 +200,14 @@ def _pow2(n: Int[Array, "*s"], dtype: jnp.dtype) -> Float[Array, "*s"]:
 
 
 def _ldexp(x: Float[Array, "*s"], n: Int[Array, "*s"]) -> Float[Array, "*s"]:
-    """``x * 2**n`` in two exact power-of-two steps, so that results that are representable
-    come out right and results below the range flush to zero, without inf * 0."""
-    half = n // 2
-    return (x * _pow2(half, x.dtype)) * _pow2(n - half, x.dtype)
+    """``x * 2**n`` for |x| <= 2^(maxexp/2), exactly where the result is representable.
+
+    Two power-of-two factors: the first clipped to the normal range, the second takes the
+    rest below it, so subnormal results come out right and smaller ones flush to zero.
+    """
+    _, bias, _, _ = _float_info(x.dtype)
+    n1 = jnp.maximum(n, 1 - bias)
+    return (x * _pow2(n1, x.dtype)) * _pow2(n - n1, x.dtype)
 
 
 def _rescale_step(dtype: jnp.dtype) -> int:
@@ -211,117 +216,100 @@ def _rescale_step(dtype: jnp.dtype) -> int:
     return _float_info(dtype)[2] // 4
 
 
-def _sin_power_step(carry, _):
-    # Module-level (not a closure) so that eager calls reuse the traced scan body.
-    mant, expo, f = carry
-    big = _rescale_step(mant.dtype)
-    mant = mant * f
-    small = lax.stop_gradient(jnp.abs(mant)) < 2.0**-big
-    mant = jnp.where(small, mant * 2.0**big, mant)
-    expo = expo - jnp.where(small, big, 0)
-    return (mant, expo, f), (mant, expo)
-
-
-def _sin_powers(
-    u: Float[Array, " n"], m_max: int
-) -> tuple[Float[Array, "mp1 n"], Int[Array, "mp1 n"]]:
-    """``sin^m θ`` for m = 0..m_max as extended-range numbers ``(mantissa, exponent)``.
-
-    u = f 2^k with f in [0.5, 1); f^m is accumulated with rescaling so it never underflows.
-    The exponent split is taken outside the derivative: the mantissa carries the gradient.
-    """
-    _, k = jnp.frexp(lax.stop_gradient(u))
-    k = k.astype(jnp.int32)
-    f = u * _pow2(-k, u.dtype)
-    one, zero = jnp.ones_like(u), jnp.zeros(u.shape, jnp.int32)
-    _, (mants, expos) = lax.scan(_sin_power_step, (one, zero, f), None, length=m_max)
-    mants = jnp.concatenate([one[None], mants], axis=0)
-    expos = jnp.concatenate([zero[None], expos], axis=0)
-    m = jnp.arange(m_max + 1, dtype=jnp.int32)[:, None]
-    return mants, expos + m * k[None, :]
-
-
 def _column_step(carry, row):
     # One degree l of the H&F column recursion for all orders at once, on extended-range
-    # numbers: mantissas s1 = s_{l-1}, s2 = s_{l-2} share the exponent expo.
-    s1, s2, expo, tc, u_mant, u_exp = carry
-    a_l, b_l, seed_l = row
+    # numbers. Module-level (not a closure) so that eager calls reuse the traced scan body.
+    #   s1, s2: mantissas of s_{l-1,m}, s_{l-2,m} (s = P̄ / sin^m θ), sharing exponent expo;
+    #   pw_mant, pw_exp: f^l 2^(l k) = sin^l θ, with sin θ = f 2^k, f in [0.5, 1);
+    #   um_mant, um_exp: sin^m θ per column, filled in when l reaches m.
+    s1, s2, expo, pw_mant, pw_exp, um_mant, um_exp, tc, f, k = carry
+    a_l, b_l, seed_l, is_start = row
     big = _rescale_step(s1.dtype)
+
+    um_mant = jnp.where(is_start, pw_mant[:, None], um_mant)
+    um_exp = jnp.where(is_start, pw_exp[:, None], um_exp)
+    # Next power of sin θ; rescaled up whenever it drops below 2^-big, so it never underflows.
+    pw_mant = pw_mant * f
+    small = lax.stop_gradient(jnp.abs(pw_mant)) < 2.0**-big
+    pw_mant = jnp.where(small, pw_mant * 2.0**big, pw_mant)
+    pw_exp = pw_exp + k - jnp.where(small, big, 0)
+
     s0 = a_l * tc * s1 - b_l * s2 + seed_l
-    # Scale the pair (s0, s1) together so the three-term recursion stays exact.
+    # The scaled values grow like 1/sin^m θ towards the poles: rescale the pair (s0, s1)
+    # together, so the three-term recursion stays exact, once s0 passes 2^big.
     over = lax.stop_gradient(jnp.abs(s0)) > 2.0**big
     s0 = jnp.where(over, s0 * 2.0**-big, s0)
     s1 = jnp.where(over, s1 * 2.0**-big, s1)
     expo = expo + jnp.where(over, big, 0)
-    p = _ldexp(s0 * u_mant, expo + u_exp)
-    return (s0, s1, expo, tc, u_mant, u_exp), p
+    p = _ldexp(s0 * um_mant, expo + um_exp)
+    return (s0, s1, expo, pw_mant, pw_exp, um_mant, um_exp, tc, f, k), p
 
 
 def _legendre_columns(
-    t: Float[Array, " n"],
-    u: Float[Array, " n"],
-    l_max: int,
-    ms: np.ndarray,
-    l_start: int,
+    t: Float[Array, " n"], u: Float[Array, " n"], l_max: int, ms: np.ndarray
 ) -> Float[Array, "l n c"]:
-    """Fully normalised (4π, no Condon–Shortley) ``P̄_lm`` for l = l_start..l_max, m in ms.
+    """Fully normalised (4π, no Condon–Shortley) ``P̄_lm`` for l = 0..l_max and m in ms.
 
     Args:
         t: cos θ, shape (n,).
         u: sin θ, shape (n,) (signed: θ outside [0, π] continues analytically).
         l_max: highest degree.
         ms: static orders (NumPy int array of length c), each <= l_max.
-        l_start: first degree returned (<= min(ms)); rows below it are not computed.
 
     Returns:
-        Array (l_max − l_start + 1, n, c); entries with l < m are zero.
+        Array (l_max + 1, n, c); entries with l < m are zero.
     """
     dtype = t.dtype
     a_tab, b_tab, seed_tab = _column_tables(l_max)
-    rows = slice(l_start, l_max + 1)
-    a = jnp.asarray(a_tab[rows][:, ms], dtype)
-    b = jnp.asarray(b_tab[rows][:, ms], dtype)
-    seed = jnp.asarray(seed_tab[rows][:, ms], dtype)
+    a = jnp.asarray(a_tab[:, ms], dtype)
+    b = jnp.asarray(b_tab[:, ms], dtype)
+    seed = jnp.asarray(seed_tab[:, ms], dtype)
+    is_start = jnp.asarray(np.arange(l_max + 1)[:, None] == ms[None, :])
 
-    u_mant, u_exp = _sin_powers(u, int(ms.max()))
-    ms_j = jnp.asarray(ms)
-    u_mant = u_mant[ms_j].T  # (n, c)
-    u_exp = u_exp[ms_j].T
-    zeros = jnp.zeros((t.shape[0], len(ms)), dtype)
-    init = (zeros, zeros, jnp.zeros(zeros.shape, jnp.int32), t[:, None], u_mant, u_exp)
-    _, p = lax.scan(_column_step, init, (a, b, seed))
+    # sin θ = f 2^k exactly; the split is outside the derivative, f carries the gradient.
+    _, k = jnp.frexp(lax.stop_gradient(u))
+    k = k.astype(jnp.int32)
+    f = u * _pow2(-k, dtype)
+
+    n, c = t.shape[0], len(ms)
+    zeros = jnp.zeros((n, c), dtype)
+    izeros = jnp.zeros((n, c), jnp.int32)
+    init = (
+        zeros,
+        zeros,
+        izeros,
+        jnp.ones((n,), dtype),
+        jnp.zeros((n,), jnp.int32),
+        zeros,
+        izeros,
+        t[:, None],
+        f,
+        k,
+    )
+    _, p = lax.scan(_column_step, init, (a, b, seed, is_start))
     return p
 
 
-def _prepare_points(
-    theta: ArrayLike, phi: ArrayLike | None
-) -> tuple[Array, Array | None, tuple[int, ...]]:
-    theta = jnp.asarray(theta)
-    if phi is None:
-        dtype = theta.dtype
+def _prepare_points(theta: ArrayLike, phi: ArrayLike) -> tuple[Array, Array, tuple[int, ...]]:
+    """Common float dtype, broadcast, flattened; returns (theta, phi, broadcast shape)."""
+    theta_a, phi_a = jnp.asarray(theta), jnp.asarray(phi)
+    floats = [jnp.issubdtype(x.dtype, jnp.floating) for x in (theta_a, phi_a)]
+    if all(floats) and theta_a.dtype != phi_a.dtype:
+        raise InputError(
+            f"theta and phi must have the same float dtype, got {theta_a.dtype} and {phi_a.dtype}"
+        )
+    if any(floats):
+        dtype = theta_a.dtype if floats[0] else phi_a.dtype
     else:
-        phi = jnp.asarray(phi)
-        if theta.dtype != phi.dtype and all(
-            jnp.issubdtype(x.dtype, jnp.floating) for x in (theta, phi)
-        ):
-            raise InputError(
-                f"theta and phi must have the same float dtype, got {theta.dtype} and {phi.dtype}"
-            )
-        dtype = jnp.result_type(theta, phi)
-    if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
-    theta = theta.astype(dtype)
-    if phi is None:
-        return theta.reshape(-1), None, theta.shape
-    phi = phi.astype(dtype)
-    theta, phi = jnp.broadcast_arrays(theta, phi)
-    return theta.reshape(-1), phi.reshape(-1), theta.shape
+    theta_a, phi_a = jnp.broadcast_arrays(theta_a.astype(dtype), phi_a.astype(dtype))
+    return theta_a.reshape(-1), phi_a.reshape(-1), theta_a.shape
 
 
 def _legendre_table(l_max: int, theta: Float[Array, " n"]) -> Float[Array, "n l m"]:
     """``P̄_lm(cos θ)`` (4π-normalised, no Condon–Shortley phase) for all l, m <= l_max."""
     ms = np.arange(l_max + 1)
-    p = _legendre_columns(jnp.cos(theta), jnp.sin(theta), l_max, ms, 0)
+    p = _legendre_columns(jnp.cos(theta), jnp.sin(theta), l_max, ms)
     return jnp.moveaxis(p, 0, 1)
 
 
@@ -362,7 +350,7 @@ def real_sph_harm(
     l_max = _check_l_max(l_max)
     theta_f, phi_f, shape = _prepare_points(theta, phi)
     dtype = theta_f.dtype
-    p = _legendre_columns(jnp.cos(theta_f), jnp.sin(theta_f), l_max, np.arange(l_max + 1), 0)
+    p = _legendre_columns(jnp.cos(theta_f), jnp.sin(theta_f), l_max, np.arange(l_max + 1))
     cos_m, sin_m = _trig(phi_f, l_max)
 
     l_k, m_k, is_sin = _flat_layout(l_max)
@@ -398,7 +386,7 @@ def real_sph_harm_lm(
     l, m = int(l), int(m)
     theta_f, phi_f, shape = _prepare_points(theta, phi)
     am = abs(m)
-    p = _legendre_columns(jnp.cos(theta_f), jnp.sin(theta_f), l, np.array([am]), am)[-1, :, 0]
+    p = _legendre_columns(jnp.cos(theta_f), jnp.sin(theta_f), l, np.array([am]))[-1, :, 0]
     trig = jnp.cos(am * phi_f) if m >= 0 else jnp.sin(am * phi_f)
     return (p * trig * float(_phase_norm(np.array(am)))).reshape(shape)
 
@@ -436,4 +424,3 @@ def _l_max_of(n: int, what: str) -> int:
     if (l_max + 1) ** 2 != n or n == 0:
         raise InputError(f"{what} must have a last axis of length (l_max + 1)**2, got {n}")
     return l_max
-

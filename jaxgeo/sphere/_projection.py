@@ -40,9 +40,7 @@ def _float_array(x: ArrayLike) -> Array:
     return x
 
 
-def _grid_basis(
-    grid: SphereGrid, l_max: int, dtype: jnp.dtype
-) -> tuple[Array, Array, Array]:
+def _grid_basis(grid: SphereGrid, l_max: int, dtype: jnp.dtype) -> tuple[Array, Array, Array]:
     """Legendre table with phase/normalisation folded in (n_theta, l, m) and cos/sin (n_phi, m)."""
     theta = jnp.asarray(grid.theta, dtype)
     phi = jnp.asarray(grid.phi, dtype)
@@ -164,6 +162,8 @@ def power_spectrum(coeffs: Float[ArrayLike, "*batch k"]) -> Float[Array, "*batch
     coeffs = _float_array(coeffs)
     l_max = _l_max_of(coeffs.shape[-1], "coeffs")
     degree = np.repeat(np.arange(l_max + 1), 2 * np.arange(l_max + 1) + 1)
-    return jnp.zeros((*coeffs.shape[:-1], l_max + 1), coeffs.dtype).at[..., degree].add(
-        coeffs * coeffs
+    return (
+        jnp.zeros((*coeffs.shape[:-1], l_max + 1), coeffs.dtype)
+        .at[..., degree]
+        .add(coeffs * coeffs)
     )

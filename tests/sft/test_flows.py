@@ -76,10 +76,15 @@ def test_rotation_through_poles_is_solid_body(grid: SftGrid) -> None:
 
 
 def test_pole_flux_factor_is_face_sine_over_cap_area(grid: SftGrid) -> None:
-    n, s = flows.pole_flux_factors(grid)
     h = 0.5 * grid.dtheta[0]
+    n, s = flows.pole_flux_factors(grid, hipft_exact=True)
     assert n == pytest.approx(math.sin(h) / (2 * math.pi * (1 - math.cos(h))), rel=1e-14)
     assert s == pytest.approx(n, rel=1e-12)  # uniform grid is symmetric
+    # Default: the cap area of HipFT's flux quadrature, so advection conserves grid.cell_area.
+    n, s = flows.pole_flux_factors(grid)
+    assert n == pytest.approx(math.sin(h) / (2 * math.pi * grid.pole_cap_weight[0]), rel=1e-14)
+    assert n == pytest.approx(1.0 / (0.5 * math.pi * grid.dtheta[0]), rel=1e-14)
+    assert s == pytest.approx(n, rel=1e-12)
 
 
 def test_attenuation_uses_larger_neighbour_and_keeps_ghosts(grid: SftGrid) -> None:

@@ -25,7 +25,9 @@ def _nonuniform(n_theta: int = 21, n_phi: int = 30) -> SftGrid:
     rng = np.random.default_rng(0)
     u = np.linspace(0.0, 1.0, n_theta)
     theta = math.pi * (u + 0.05 * np.sin(2 * math.pi * u))
-    phi = np.sort(np.linspace(0.0, 2 * math.pi, n_phi, endpoint=False) + rng.uniform(-0.03, 0.03, n_phi))
+    phi = np.sort(
+        np.linspace(0.0, 2 * math.pi, n_phi, endpoint=False) + rng.uniform(-0.03, 0.03, n_phi)
+    )
     return SftGrid(theta=theta, phi=phi - phi[0])
 
 
