@@ -279,6 +279,8 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """Rows (key path, default, unit, doc) for the config reference docs."""
     rows = []
     for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
         path = f"{prefix}.{f.name}" if prefix else f.name
         hints = get_type_hints(cls)
         tp = hints[f.name]
@@ -289,6 +291,23 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             rows.append((f"[{path}]", "", "", f.metadata.get("doc", "")))
             rows.extend(describe(inner[0], path))
             continue
-        default = f.default if f.default is not dataclasses.MISSING else "(required)"
-        rows.append((path, repr(default), f.metadata.get("unit", ""), f.metadata.get("doc", "")))
+        if f.default is not dataclasses.MISSING:
+            default = _toml_value(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = _toml_value(f.default_factory())
+        else:
+            default = "(required)"
+        rows.append((path, default, f.metadata.get("unit", ""), f.metadata.get("doc", "")))
     return rows
+
+
+def _toml_value(v: Any) -> str:
+    if v is None:
+        return "(omit)"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, dict):
+        return "{}" if not v else str(v)
+    return repr(v)

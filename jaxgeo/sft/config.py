@@ -137,7 +137,7 @@ class RfeConfig:
     sigma_deg: float | None = option(
         None, doc="Gaussian patch width; omit for HipFT's cell-by-cell emergence", unit="deg", gt=0
     )
-    seed: int = option(1, doc="random seed (per realization: seed + realization index)")
+    seed: int = option(1, doc="random seed; list it in [ensemble] for independent realizations")
 
 
 @dataclasses.dataclass(frozen=True)

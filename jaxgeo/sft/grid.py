@@ -51,6 +51,10 @@ Areas, shape ``(n_theta, n_phi)``, steradians on the unit sphere:
   (``(cos θ_{j−½} − cos θ_{j+½}) · dφ_c`` with the caps bounded by θ = 0 and π); sums to 4π
   to round-off.
 - ``row_area`` (n_theta,): ``cell_area`` summed over φ (HipFT's per-row weight × 2π).
+
+Periodicity: the φ period is exactly 2π. HipFT keeps the file's end-point value in a few
+seam metrics; for maps with float32 scales (end point 2π + 1.7e-7) that moves HipFT's areas
+and seam spacings by ~4e-8 relative, which is below float32 map precision.
 """
 
 from __future__ import annotations

@@ -131,14 +131,15 @@ def plot_histories(ds: xr.Dataset, out_dir: Path) -> list[Path]:
             lambda r: ds["flux_positive"].values[r] + ds["flux_negative"].values[r],
             None,
         ),
-        (
-            "Polar field [G]",
-            lambda r: ds["polar_field_north"].values[r],
-            lambda r: ds["polar_field_south"].values[r],
-        ),
+        ("Polar field north (lat > 60) [G]", lambda r: ds["polar_field_north"].values[r], None),
+        ("Polar field south (lat < -60) [G]", lambda r: ds["polar_field_south"].values[r], None),
         ("Axial dipole [G]", lambda r: ds["ax_dipole"].values[r], None),
         ("Equatorial dipole [G]", lambda r: ds["eq_dipole"].values[r], None),
-        ("Br min / max [G]", lambda r: ds["br_max"].values[r], lambda r: ds["br_min"].values[r]),
+        (
+            "Br max (solid) / min (dashed) [G]",
+            lambda r: ds["br_max"].values[r],
+            lambda r: ds["br_min"].values[r],
+        ),
     ]
     if "validation_err_hhabs" in ds and np.any(np.asarray(ds["validation_err_hhabs"].values) > 0):
         panels.append(
@@ -160,14 +161,6 @@ def plot_histories(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time [h]")
         ax.grid(alpha=0.3)
-        if title.startswith("Polar"):
-            ax.text(
-                0.01,
-                0.02,
-                "solid: north (lat > 60), dashed: south",
-                transform=ax.transAxes,
-                fontsize=8,
-            )
         if title.startswith("Validation"):
             ax.set_yscale("log")
     for k in range(len(panels), nrows * ncols):

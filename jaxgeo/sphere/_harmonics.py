@@ -200,13 +200,14 @@ def _pow2(n: Int[Array, "*s"], dtype: jnp.dtype) -> Float[Array, "*s"]:
 
 
 def _ldexp(x: Float[Array, "*s"], n: Int[Array, "*s"]) -> Float[Array, "*s"]:
-    """``x * 2**n`` for |x| <= 2^(maxexp/2), exactly where the result is representable.
+    """``x * 2**n``, exactly wherever the result is representable.
 
-    Two power-of-two factors: the first clipped to the normal range, the second takes the
-    rest below it, so subnormal results come out right and smaller ones flush to zero.
+    Two power-of-two factors: the first clipped to the normal exponent range, the second
+    takes the rest, so subnormal inputs and results come out right and results below the
+    range flush to zero (never inf * 0).
     """
-    _, bias, _, _ = _float_info(x.dtype)
-    n1 = jnp.maximum(n, 1 - bias)
+    _, bias, maxexp, _ = _float_info(x.dtype)
+    n1 = jnp.clip(n, 1 - bias, maxexp - 1)
     return (x * _pow2(n1, x.dtype)) * _pow2(n - n1, x.dtype)
 
 
@@ -269,7 +270,7 @@ def _legendre_columns(
     # sin θ = f 2^k exactly; the split is outside the derivative, f carries the gradient.
     _, k = jnp.frexp(lax.stop_gradient(u))
     k = k.astype(jnp.int32)
-    f = u * _pow2(-k, dtype)
+    f = _ldexp(u, -k)  # two steps: u may be subnormal
 
     n, c = t.shape[0], len(ms)
     zeros = jnp.zeros((n, c), dtype)

@@ -284,9 +284,10 @@ def test_diffuse_dipole_matches_hipft(hipft_data):
         ref = np.asarray(f["Data"][:, :-1], dtype=np.float64)
     out, plan = diffuse_auto(g, br0, 500.0 * HIPFT_KM2_S_TO_RS2_HR, 8760.0, "rkg2")
     hist = read_hipft_history(case / "hipft_history_sol_r000001.out")
-    # HipFT's verbose history logs the end time of each cycle.
+    # HipFT's verbose history logs the end time of each cycle (our φ period is exactly 2π,
+    # HipFT keeps the float32 file's end point 2π + 1.7e-7: the PTL moves by ~1e-8).
     np.testing.assert_allclose(
-        np.cumsum(plan.cycle_fractions) * 8760.0, hist["time"][1:-1], rtol=1e-12
+        np.cumsum(plan.cycle_fractions) * 8760.0, hist["time"][1:-1], rtol=1e-6
     )
     rel = np.linalg.norm(np.asarray(out) - ref) / np.linalg.norm(ref)
     assert rel < 1e-6
