@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 DEMO_OUT ?= runs/demo.zarr
 DEMO_PLOTS ?= runs/demo_plots
 
-.PHONY: demo test install install-dev lint typecheck pytest bench clean
+.PHONY: demo test test-long install install-dev lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ pytest:
 	$(BIN)/python -m pytest -n 2 -q
 
 test: install-dev lint typecheck pytest
+
+# The long reference runs (HipFT's 1024x512 dipole case, minutes on 2 cores).
+test-long: install-dev
+	$(BIN)/python -m pytest -q -m long
+
+bench: install-dev
+	$(BIN)/python benchmarks/sh_throughput.py
+	$(BIN)/python benchmarks/sft_vs_hipft.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

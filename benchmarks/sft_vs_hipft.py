@@ -55,7 +55,11 @@ def _flow_diff(path: str, dt: float, realizations: int) -> dict:
         "initial": {"kind": "map", "path": path},
         "time": {"end_hours": 672.0, "dt_max_hours": dt},
         "output": {"map_cadence_hours": 672.0, "history_cadence_hours": 672.0},
-        "flow": {"differential_rotation": {"model": "aft"}, "meridional": {"model": "aft"}, "attenuate_gauss": 300.0},
+        "flow": {
+            "differential_rotation": {"model": "aft"},
+            "meridional": {"model": "aft"},
+            "attenuate_gauss": 300.0,
+        },
         "diffusion": {"nu_km2_s": 25.0},
     }
     if realizations > 1:
@@ -91,7 +95,11 @@ def case_config(name: str) -> dict | None:
 def measure(name: str, steps: int, repeats: int) -> dict:
     raw = case_config(name)
     if raw is None:
-        return {"benchmark": "sft_vs_hipft", "case": name, "skipped": "1024x512 map not found in ../shared/data"}
+        return {
+            "benchmark": "sft_vs_hipft",
+            "case": name,
+            "skipped": "1024x512 map not found in ../shared/data",
+        }
     sim = build(SftConfig.from_dict(raw))
     br = sim.br0
     dtype = br.dtype
@@ -135,8 +143,12 @@ def measure(name: str, steps: int, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default="adv_1deg,flow_diff_1deg,flow_diff_1deg_r5,full_1024x512")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cases", default="adv_1deg,flow_diff_1deg,flow_diff_1deg_r5,full_1024x512"
+    )
     parser.add_argument("--steps", type=int, default=200, help="steps timed per case")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()

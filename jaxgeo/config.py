@@ -289,7 +289,7 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         )
         if inner:
             rows.append((f"[{path}]", "", "", f.metadata.get("doc", "")))
-            rows.extend(describe(inner[0], path))
+            rows.extend(describe(typing.cast(type, inner[0]), path))
             continue
         if f.default is not dataclasses.MISSING:
             default = _toml_value(f.default)

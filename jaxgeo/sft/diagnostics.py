@@ -78,7 +78,10 @@ _POLAR_FIELD_LAT_DEG = 60.0
 
 @functools.lru_cache(maxsize=32)
 def history_weights(grid: SftGrid) -> dict[str, np.ndarray]:
-    """HipFT's analysis weights: ``area`` (n_theta, n_phi) sr, ``sin_t``/``cos_t`` (n_theta,)."""
+    """HipFT's analysis weights: ``area`` (n_theta, n_phi) sr, ``sin_t``/``cos_t`` (n_theta,).
+
+    ``area`` is ``grid.cell_area`` (see the comment below for the one place it departs from HipFT).
+    """
     t = grid.theta
     sin_t = np.sin(t)
     cos_t = np.cos(t)
@@ -86,10 +89,11 @@ def history_weights(grid: SftGrid) -> dict[str, np.ndarray]:
     tav_s = 0.5 * (t[-1] + t[-2])
     sin_t[0], cos_t[0] = math.sin(tav_n), math.cos(tav_n)
     sin_t[-1], cos_t[-1] = math.sin(tav_s), math.cos(tav_s)
-    w_phi = np.array(grid.dphi)
-    # HipFT counts column 1 as ½dph(1) and its duplicate end point as ½dph(npm-1): the seam width.
-    w_phi[0] = grid.dphi_face[-1]
-    area = np.outer(grid.theta_weight, w_phi)
+    # The measure every operator conserves. HipFT's analysis weighs the seam column (φ₀ and its
+    # periodic duplicate) by the seam spacing instead of dφ₀; that differs only where the φ
+    # spacing is not uniform at the seam (maps with float32 scales: ~1e-7 of that column) but
+    # makes the history's net flux drift by ~1e-9 while the field's is conserved to round-off.
+    area = grid.cell_area
     return {
         "area": area,
         "sin_t": sin_t,

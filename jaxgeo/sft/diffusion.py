@@ -196,7 +196,7 @@ def diffusion_operator(grid: SftGrid) -> Callable[[Field, NuLike], Field]:
 
     def apply(br: Field, nu: NuLike) -> Field:
         x = jnp.asarray(br)
-        return _apply(x, _coefficients(nu, grid, x.dtype), w_phi)
+        return _apply(x, _coefficients(jnp.asarray(nu), grid, x.dtype), w_phi)
 
     return apply
 

@@ -40,7 +40,7 @@ from jaxtyping import Array, Float
 
 from ..errors import ConfigError, FileFormatError, InputError
 from . import advection, diagnostics, diffusion, flows, sources, validation
-from .config import SftConfig
+from .config import AdvectionScheme, SftConfig
 from .grid import SftGrid, drop_periodic_endpoint, impose_pole_average
 from .units import KM2_S_TO_RS2_HR, KM_S_TO_RS_HR
 
@@ -133,7 +133,7 @@ class Physics:
 
     grid: SftGrid
     splitting: str = "lie"
-    advection_scheme: str | None = None
+    advection_scheme: AdvectionScheme | None = None
     differential_rotation: bool = False
     meridional: bool = False
     rigid_rotation: bool = False
@@ -203,7 +203,9 @@ def make_step(physics: Physics) -> Callable[..., Field]:
     grid = physics.grid
     flow_fn = make_flows(physics) if physics.has_flow else None
     adv = (
-        advection.make_advection_step(grid, physics.advection_scheme) if physics.has_flow else None
+        advection.make_advection_step(grid, physics.advection_scheme)
+        if physics.advection_scheme is not None
+        else None
     )
     dif = (
         diffusion.make_diffusion_step(grid, physics.diffusion_plan)
@@ -679,6 +681,7 @@ def _plan_dt(cfg: SftConfig, physics: Physics, params: Params) -> float:
         if physics.flow_series is not None:
             vt = jnp.concatenate([vt, physics.flow_series.vt + 0 * vt[:1]])
             vp = jnp.concatenate([vp, physics.flow_series.vp + 0 * vp[:1]])
+        assert physics.advection_scheme is not None
         cfl = float(advection.max_stable_dt(physics.grid, vt, vp, physics.advection_scheme))
         if math.isfinite(cfl) and cfl < dt:
             log.info("time step limited by the flow CFL condition: %.4g h (dt_max %.4g h)", cfl, dt)

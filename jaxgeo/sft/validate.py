@@ -222,10 +222,9 @@ def _run_dipole_exact(cfg: SftConfig) -> tuple[np.ndarray, Any]:
     from .units import KM2_S_TO_RS2_HR
 
     sim = build(cfg)
-    nu = cfg.diffusion.nu_km2_s * KM2_S_TO_RS2_HR  # type: ignore[union-attr]
-    br, plan = diffusion.diffuse_auto(
-        sim.grid, sim.br0, nu, cfg.time.end_hours, cfg.diffusion.scheme
-    )  # type: ignore[union-attr]
+    assert cfg.diffusion is not None
+    nu = cfg.diffusion.nu_km2_s * KM2_S_TO_RS2_HR
+    br, _ = diffusion.diffuse_auto(sim.grid, sim.br0, nu, cfg.time.end_hours, cfg.diffusion.scheme)
     return np.asarray(br), sim
 
 
@@ -271,7 +270,7 @@ def run_case(case: Case, ref_dir: Path | None) -> dict[str, Any]:
     return result
 
 
-def _fmt(values: list[float] | None) -> str:
+def _fmt(values: Any) -> str:
     if not values:
         return "-"
     if len(set(f"{v:.3e}" for v in values)) == 1:

@@ -270,7 +270,7 @@ def test_diffuse_soccer_matches_hipft(hipft_data):
         assert hh <= hipft * (1 + 1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.reference
 def test_diffuse_dipole_matches_hipft(hipft_data):
     """HipFT's diffuse_dipole: 1024×512, ν = 500 km²/s, one 8760 h step, PTL + RKG2."""

@@ -101,7 +101,7 @@ def test_sharded_ensemble_equals_unsharded():
     )
     sim = build(cfg)
     plain = np.asarray(simulate(sim))
-    mesh = jax.make_mesh((8,), ("r",), axis_types=(jax.sharding.AxisType.Explicit,))
+    mesh = jax.make_mesh((8,), ("r",), axis_types=(jax.sharding.AxisType.Auto,))
     shard = NamedSharding(mesh, P("r"))
     sharded_sim = dataclasses.replace(
         sim,
@@ -111,7 +111,9 @@ def test_sharded_ensemble_equals_unsharded():
     )
     out = simulate(sharded_sim)
     assert len(out.sharding.device_set) == 8
-    np.testing.assert_array_equal(np.asarray(out), plain)
+    # Equal to round-off: XLA compiles the per-device batch of one differently from the batch
+    # of eight (vectorisation, FMA contraction), so the last bit may differ.
+    np.testing.assert_allclose(np.asarray(out), plain, rtol=0, atol=1e-14 * np.abs(plain).max())
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +122,7 @@ def grad_setup():
         {
             "grid": {"n_theta": 13, "n_phi": 25},
             "initial": {"kind": "harmonic", "l": 2, "m": 1, "amplitude_gauss": 5.0},
-            "time": {"end_hours": 24.0, "dt_max_hours": 6.0},
+            "time": {"end_hours": 18.0, "dt_max_hours": 6.0},
             "flow": {
                 "differential_rotation": {"model": "aft"},
                 "meridional": {"model": "aft"},
@@ -131,7 +133,7 @@ def grad_setup():
     )
     sim = build(cfg)
     params = jax.tree.map(lambda x: x[0], sim.params)
-    dts = jnp.full((4,), 6.0)
+    dts = jnp.full((3,), 6.0)
     return sim, params, dts
 
 
