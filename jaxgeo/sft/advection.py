@@ -154,6 +154,13 @@ def _with_ghosts(m: _Mesh, vt: Array) -> Array:
     return jnp.concatenate([vt[..., :1, :], vt, vt[..., -1:, :]], axis=-2)
 
 
+def _ext(x, h: int, right: int | None = None):
+    """``x`` with a periodic halo of ``h`` columns on the left and ``right`` (default ``h``)
+    on the right."""
+    right = h if right is None else right
+    return jnp.concatenate([x[..., x.shape[-1] - h :], x, x[..., :right]], axis=-1)
+
+
 def _lf_alpha(m: _Mesh, vtg: Array, vp: Array) -> tuple[Array, Array]:
     """HipFT's set_lf_alpha: max |v| over the six faces around each cell (θ clipped at the
     ghost faces; φ periodic)."""
@@ -164,39 +171,100 @@ def _lf_alpha(m: _Mesh, vtg: Array, vp: Array) -> tuple[Array, Array]:
     alpha_t = ap[..., 0:n, :]
     for s in range(1, 6):
         alpha_t = jnp.maximum(alpha_t, ap[..., s : s + n, :])
-    a = jnp.abs(vp)
     # Cell c: left faces of cells c-2 … c+3, i.e. our faces c-3 … c+2.
-    alpha_p = a
-    for s in (-2, -1, 1, 2, 3):
-        alpha_p = jnp.maximum(alpha_p, jnp.roll(a, s, axis=-1))
+    a = _ext(jnp.abs(vp), 3, 2)
+    nph = vp.shape[-1]
+    alpha_p = a[..., 0:nph]
+    for s in range(1, 6):
+        alpha_p = jnp.maximum(alpha_p, a[..., s : s + nph])
     return alpha_t, alpha_p
 
 
-def _build_operator(grid: SftGrid, space: str):
-    """Return ``(op, prepare)``: ``op(br, prepare(vt, vp, dtype)) -> ∇·(v B)`` (HipFT's
-    ``aop``); ``prepare`` builds the per-step constants once (HipFT's set_lf_alpha)."""
-    m = _Mesh(grid)
-    n = m.n
-    if space not in ("weno3", "upwind"):
-        raise ConfigError(f"advection space scheme must be 'weno3' or 'upwind', got {space!r}")
+class _Operator:
+    """HipFT's ``aop`` = ∇·(v B) for one space scheme on one grid.
 
-    nph = grid.n_phi
+    ``apply`` takes the field with a periodic halo of ``r`` columns on each side (r = 2 for
+    WENO3, 1 for upwind), built once per stage by :func:`_ext`: every stencil shift is then
+    a plain slice, and the concatenate makes XLA keep the stage's field in memory (its
+    elementwise stage update would otherwise be re-evaluated at every stencil offset).
+    """
 
-    def _halo(x):
-        return jnp.concatenate([x[..., -2:], x, x[..., :2]], axis=-1)
+    def __init__(self, grid: SftGrid, space: str) -> None:
+        if space not in ("weno3", "upwind"):
+            raise ConfigError(f"advection space scheme must be 'weno3' or 'upwind', got {space!r}")
+        self.m = _Mesh(grid)
+        self.space = space
+        self.r = 2 if space == "weno3" else 1
+        self.nph = grid.n_phi
+        self._consts: dict[str, dict] = {}
 
-    def upwind_t(f_n, f_s, v):
-        return v * jnp.where(v >= 0.0, f_n, f_s)
+    def consts(self, dtype) -> dict:
+        """Grid constants of the stencils in ``dtype``, converted once per dtype."""
+        key = jnp.dtype(dtype).name
+        if key not in self._consts:
+            m, n = self.m, self.m.n
 
-    def op(br, k):
-        """∇·(v B) for the per-step constants ``k`` from ``prepare``."""
+            def c(x):
+                return np.asarray(x, dtype=dtype)
+
+            def face_weights(w, lo):  # weights of cell lo + i for the φ faces i = 0 … N-1
+                return {name: c(np.roll(v, -lo)) for name, v in w.items()}
+
+            self._consts[key] = {
+                "sth": c(m.sth),
+                "inv_stdt": c(m.inv_stdt),
+                "inv_stdp": c(m.inv_stdp),
+                # The south cap's face flux points out of the cap, hence the sign.
+                "dphi_n": c(m.fac_n * m.dphi),
+                "dphi_s": c(-m.fac_s * m.dphi),
+                "wt_m1": {name: c(v[1 : n - 2, None]) for name, v in m.wt.items()},
+                "wt_0": {name: c(v[2 : n - 1, None]) for name, v in m.wt.items()},
+                # Face i is the left face of column i: cells i-1 and i.
+                "wp_m1": face_weights(m.wp, -1),
+                "wp_0": face_weights(m.wp, 0),
+            }
+        return self._consts[key]
+
+    def prepare(self, vt, vp, dtype) -> dict[str, Array]:
+        """Per-step flow factors (HipFT's set_lf_alpha), on the halo layout of ``apply``."""
+        m, r = self.m, self.r
+        vtg = _with_ghosts(m, jnp.asarray(vt, dtype=dtype))
+        vp = jnp.asarray(vp, dtype=dtype)
+        vpi = vp[..., 1:-1, :]
+        vleft = jnp.roll(vpi, 1, axis=-1)  # the face left of each column
+        k = {"vt": vtg[..., 1:-1, :]}
+        if self.space == "upwind":
+            k["vleft"] = _ext(vleft, 0, 1)  # faces left of columns 0 … N (N is 0 again)
+            return k
+        alpha_t, alpha_p = _lf_alpha(m, vtg, vp)
+        api = alpha_p[..., 1:-1, :]
+        # On the halo layout, built by a concatenate: XLA CPU then computes each factor
+        # once into memory instead of re-evaluating its chain of maxima at every stencil
+        # offset of every stage.
+        k["hp_t"] = _ext(0.5 * (vtg[..., 1:, :] - alpha_t), r)  # ½(v_south − α)
+        k["hn_t"] = _ext(0.5 * (vtg[..., :-1, :] + alpha_t), r)  # ½(v_north + α)
+        k["hp_p"] = _ext(0.5 * (vpi - api), r)  # ½(v_east − α)
+        k["hn_p"] = _ext(0.5 * (vleft + api), r)  # ½(v_west + α)
+        return k
+
+    def apply(self, fe: Array, k: dict[str, Array]) -> Array:
+        """∇·(v B) (..., n_theta, n_phi) from ``fe = _ext(B, r)`` and ``k = prepare(...)``."""
+        n, r, nph = self.m.n, self.r, self.nph
+        cs = self.consts(fe.dtype)
+        f = fe[..., r : r + nph]
+        vt = k["vt"]
+
+        def upwind_t(f_n, f_s, v):
+            return v * jnp.where(v >= 0.0, f_n, f_s)
+
         # ---------------- θ fluxes on the n-1 interior faces.
-        if space == "upwind":
-            ft = upwind_t(br[..., :-1, :], br[..., 1:, :], k["vt"])
+        if self.space == "upwind":
+            ft = upwind_t(f[..., :-1, :], f[..., 1:, :], vt)
         else:
-            lp = br * k["hp_t"]  # ½B(v_south − α)
-            ln = br * k["hn_t"]  # ½B(v_north + α)
-            # Faces between rows r-1 and r for r = 2 … n-2.
+            lp = f * k["hp_t"][..., r : r + nph]  # ½B(v_south − α)
+            ln = f * k["hn_t"][..., r : r + nph]  # ½B(v_north + α)
+            # Faces between rows r-1 and r for r = 2 … n-2; the two faces next to the
+            # poles are upwind, as in HipFT.
             fw = _weno_face(
                 ln[..., 0 : n - 3, :],
                 ln[..., 1 : n - 2, :],
@@ -204,81 +272,48 @@ def _build_operator(grid: SftGrid, space: str):
                 lp[..., 1 : n - 2, :],
                 lp[..., 2 : n - 1, :],
                 lp[..., 3:n, :],
-                k["wt_m1"],
-                k["wt_0"],
+                cs["wt_m1"],
+                cs["wt_0"],
             )
-            f_first = upwind_t(br[..., 0:1, :], br[..., 1:2, :], k["vt"][..., 0:1, :])
-            f_last = upwind_t(br[..., n - 2 : n - 1, :], br[..., n - 1 :, :], k["vt"][..., -1:, :])
+            f_first = upwind_t(f[..., 0:1, :], f[..., 1:2, :], vt[..., 0:1, :])
+            f_last = upwind_t(f[..., n - 2 : n - 1, :], f[..., n - 1 :, :], vt[..., -1:, :])
             ft = jnp.concatenate([f_first, fw, f_last], axis=-2)
-        g = k["sth"] * ft
-        div = (g[..., 1:, :] - g[..., :-1, :]) * k["inv_stdt"]
-        # ---------------- φ fluxes on interior rows. One periodic halo (2 columns each side)
-        # turns every stencil shift into a plain slice; fl[c], c = 0 … N, is the face left
-        # of column c (fl[N] is fl[0] again).
-        fi = br[..., 1:-1, :]
-        if space == "upwind":
-            fe = jnp.concatenate([fi[..., -1:], fi], axis=-1)  # columns -1 … N-1
-            vleft = k["vleft_e"]  # faces left of columns 0 … N
-            fl = vleft * jnp.where(vleft >= 0.0, fe, jnp.concatenate([fi, fi[..., :1]], axis=-1))
+        g = cs["sth"] * ft
+        div = (g[..., 1:, :] - g[..., :-1, :]) * cs["inv_stdt"]
+        # ---------------- φ fluxes on interior rows: fl[c] is the face left of column c.
+        fi = fe[..., 1:-1, :]  # columns -r … N-1+r
+        if self.space == "upwind":
+            vl = k["vleft"]
+            fl = vl * jnp.where(vl >= 0.0, fi[..., 0 : nph + 1], fi[..., 1 : nph + 2])
         else:
-            fe = jnp.concatenate([fi[..., -2:], fi, fi[..., :2]], axis=-1)  # columns -2 … N+1
-            lp = fe * k["hp_pe"]
-            ln = fe * k["hn_pe"]
+            lp = fi * k["hp_p"]
+            ln = fi * k["hn_p"]
             fl = _weno_face(
-                ln[..., 0 : nph + 1],
-                ln[..., 1 : nph + 2],
-                ln[..., 2 : nph + 3],
-                lp[..., 1 : nph + 2],
-                lp[..., 2 : nph + 3],
-                lp[..., 3 : nph + 4],
-                k["wp_m1"],
-                k["wp_0"],
+                ln[..., 0:nph],
+                ln[..., 1 : nph + 1],
+                ln[..., 2 : nph + 2],
+                lp[..., 1 : nph + 1],
+                lp[..., 2 : nph + 2],
+                lp[..., 3 : nph + 3],
+                cs["wp_m1"],
+                cs["wp_0"],
             )
-        div = div + (fl[..., 1:] - fl[..., :-1]) * k["inv_stdp"]
+            # The right face of the last column is face 0 again. Appending it with a
+            # concatenate (rather than computing N+1 faces) also makes XLA keep fl in
+            # memory; otherwise it evaluates the WENO face twice per cell, once for each
+            # of the cell's two faces.
+            fl = jnp.concatenate([fl, fl[..., :1]], axis=-1)
+        div = div + (fl[..., 1:] - fl[..., :-1]) * cs["inv_stdp"]
         # ---------------- polar caps: net flux through their one face.
-        fn = jnp.sum(ft[..., 0, :] * k["dphi_n"], axis=-1, keepdims=True)
-        fs = jnp.sum(ft[..., -1, :] * k["dphi_s"], axis=-1, keepdims=True)
-        shape = br.shape[:-2] + (1, br.shape[-1])
+        fn = jnp.sum(ft[..., 0, :] * cs["dphi_n"], axis=-1, keepdims=True)
+        fs = jnp.sum(ft[..., -1, :] * cs["dphi_s"], axis=-1, keepdims=True)
+        shape = f.shape[:-2] + (1, nph)
         north = jnp.broadcast_to(fn[..., None, :], shape)
         south = jnp.broadcast_to(fs[..., None, :], shape)
         return jnp.concatenate([north, div, south], axis=-2)
 
-    def prepare(vt, vp, dtype):
-        """Per-step constants: flow-derived stencil factors and the mesh weights."""
-
-        def c(x):
-            return jnp.asarray(x, dtype=dtype)
-
-        vtg = _with_ghosts(m, jnp.asarray(vt, dtype=dtype))
-        vp = jnp.asarray(vp, dtype=dtype)
-        k = {
-            "vt": vtg[..., 1:-1, :],
-            "sth": c(m.sth),
-            "inv_stdt": c(m.inv_stdt),
-            "inv_stdp": c(m.inv_stdp),
-            # The south cap's face flux points out of the cap, hence the sign.
-            "dphi_n": c(m.fac_n * m.dphi),
-            "dphi_s": c(-m.fac_s * m.dphi),
-        }
-        vpi = vp[..., 1:-1, :]
-        vleft = jnp.roll(vpi, 1, axis=-1)
-        if space == "upwind":
-            k["vleft_e"] = jnp.concatenate([vleft, vleft[..., :1]], axis=-1)
-            return k
-        alpha_t, alpha_p = _lf_alpha(m, vtg, vp)
-        api = alpha_p[..., 1:-1, :]
-        k["hp_t"] = 0.5 * (vtg[..., 1:, :] - alpha_t)
-        k["hn_t"] = 0.5 * (vtg[..., :-1, :] + alpha_t)
-        k["hp_pe"] = _halo(0.5 * (vpi - api))
-        k["hn_pe"] = _halo(0.5 * (vleft + api))
-        k["wt_m1"] = {key: c(v[1 : n - 2, None]) for key, v in m.wt.items()}
-        k["wt_0"] = {key: c(v[2 : n - 1, None]) for key, v in m.wt.items()}
-        # Weights of cells c-1 and c for the faces c = 0 … N.
-        k["wp_m1"] = {key: c(np.concatenate([v[-1:], v])) for key, v in m.wp.items()}
-        k["wp_0"] = {key: c(np.concatenate([v, v[:1]])) for key, v in m.wp.items()}
-        return k
-
-    return op, prepare
+    def __call__(self, br: Array, k: dict[str, Array]) -> Array:
+        return self.apply(_ext(br, self.r), k)
 
 
 def advection_operator(
@@ -294,11 +329,11 @@ def advection_operator(
         ``fn(br, vt, vp) -> dB/dt`` with ``br`` (..., n_theta, n_phi) in G, ``vt``
         (..., n_theta ∓ 1, n_phi) and ``vp`` (..., n_theta, n_phi) in R_sun/h; result in G/h.
     """
-    op, prepare = _build_operator(grid, space)
+    op = _Operator(grid, space)
 
     def tendency(br, vt, vp):
         br = jnp.asarray(br)
-        return -op(br, prepare(vt, vp, br.dtype))
+        return -op(br, op.prepare(vt, vp, br.dtype))
 
     return tendency
 
@@ -312,9 +347,9 @@ def make_advection_step(
         grid: the grid (static).
         scheme: ``"weno3-ssprk43"`` (HipFT's default ``flow_num_method = 4``),
             ``"weno3-ssprk33"`` (3), ``"upwind-ssprk33"`` (2) or ``"upwind-euler"`` (1).
-        unroll_stages: unroll the Runge–Kutta stages (fastest code, about 2× faster on CPU);
-            ``False`` keeps them in a ``lax.scan`` so the operator is compiled once (about
-            3× less compile time, for short runs and tests). Same arithmetic either way.
+        unroll_stages: unroll the Runge–Kutta stages (fastest code on CPU); ``False`` keeps
+            them in a ``lax.scan`` so the operator is compiled once (several times less
+            compile time, for short runs and tests). Same arithmetic either way.
 
     Returns:
         ``step(br, vt, vp, dt_hours) -> br`` advancing by ``dt_hours`` (traced scalar) with
@@ -324,28 +359,33 @@ def make_advection_step(
         ConfigError: for an unknown scheme.
     """
     space, time = _scheme_parts(scheme)
-    op, prepare = _build_operator(grid, space)
+    op = _Operator(grid, space)
 
     # Every stage of HipFT's low-storage SSPRK drivers has the form
-    #   f1 <- a f + b f1 - c dt A(f1)   (f1 starting as f),
-    # so the stages run as a scan over (a, b, c): the operator is compiled once per step.
+    #   f1 <- a f + b f1 - c dt A(f1)   (f1 starting as f).
     a_s, b_s, c_s = _STAGES[time]
 
     def step(br, vt, vp, dt_hours):
         f = jnp.asarray(br)
         dt = jnp.asarray(dt_hours, dtype=f.dtype)
-        k = prepare(vt, vp, f.dtype)
-        coefs = (
-            jnp.asarray(a_s, dtype=f.dtype),
-            jnp.asarray(b_s, dtype=f.dtype),
-            jnp.asarray(c_s, dtype=f.dtype),
-        )
+        k = op.prepare(vt, vp, f.dtype)
+        if unroll_stages:
+            f1 = f
+            for a, b, c in zip(a_s, b_s, c_s, strict=True):
+                # Terms with a = 0 or b = 1 dropped: the same numbers, fewer passes.
+                new = f1 if b == 1.0 else b * f1
+                if a != 0.0:
+                    new = a * f + new
+                f1 = new - (c * dt) * op(f1, k)
+            return f1
+
+        coefs = tuple(jnp.asarray(x, dtype=f.dtype) for x in (a_s, b_s, c_s))
 
         def stage(f1, abc):
             a, b, c = abc
             return a * f + b * f1 - (c * dt) * op(f1, k), None
 
-        return jax.lax.scan(stage, f, coefs, unroll=unroll_stages)[0]
+        return jax.lax.scan(stage, f, coefs)[0]
 
     return step
 
