@@ -46,8 +46,14 @@ SHARED_1024 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "
 
 
 def _map_1024() -> str | None:
-    p = SHARED_1024 / "br_hmi_synoptic_mr_polfil_720s_cr2252_pslt_flxbal_remeshed.h5"
-    return str(p) if p.exists() else None
+    name = "br_hmi_synoptic_mr_polfil_720s_cr2252_pslt_flxbal_remeshed.h5"
+    roots = [SHARED_1024]
+    if os.environ.get("JAXGEO_SHARED_DATA"):
+        roots.insert(0, Path(os.environ["JAXGEO_SHARED_DATA"]) / "hipft" / "maps")
+    for root in roots:
+        if (root / name).exists():
+            return str(root / name)
+    return None
 
 
 def _flow_diff(path: str, dt: float, realizations: int) -> dict:

@@ -36,6 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
         plots=args.plots,
         progress=not args.no_progress,
+        devices=args.devices,
+        shard=args.shard,
     )
     print_summary(summary)
     return 0
@@ -98,6 +100,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--plots", metavar="DIR", help="also write the standard figures (PNG) into DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=int, help="use the first N devices (default: all)")
+    p.add_argument(
+        "--shard",
+        choices=("realization", "lon"),
+        default="realization",
+        help="split the ensemble over devices (default), or the longitudes of each member",
+    )
+    p.add_argument(
+        "--coordinator", help="multi-host: coordinator address host:port (or JAXGEO_COORDINATOR)"
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        help="multi-host: number of processes (or JAXGEO_NUM_PROCESSES)",
+    )
+    p.add_argument(
+        "--process-id", type=int, help="multi-host: this process's index (or JAXGEO_PROCESS_ID)"
+    )
     p.set_defaults(func=_cmd_run)
 
     p = subparsers.add_parser(

@@ -174,6 +174,70 @@ def plot_histories(ds: xr.Dataset, out_dir: Path) -> list[Path]:
     return [path]
 
 
+def plot_spread(ds: xr.Dataset, out_dir: Path) -> list[Path]:
+    """Ensemble spread: polar-field bands and a butterfly diagram of the standard deviation.
+
+    Needs the statistics an ensemble run stores (``polar_field_*_mean/_std/_quantile``,
+    ``br_std``); returns [] when they are absent (single realization).
+    """
+    paths: list[Path] = []
+    if "polar_field_north_mean" in ds and ds.sizes.get("history_time", 0) > 1:
+        t = ds["history_time"].values
+        q = [float(v) for v in ds["quantile"].values]
+        fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True, constrained_layout=True)
+        for ax, pole in zip(axes, ("north", "south"), strict=True):
+            name = f"polar_field_{pole}"
+            mean = ds[f"{name}_mean"].values
+            std = ds[f"{name}_std"].values
+            quant = ds[f"{name}_quantile"].values
+            lo, hi = quant[0], quant[-1]
+            ax.fill_between(
+                t,
+                lo,
+                hi,
+                color="tab:blue",
+                alpha=0.2,
+                lw=0,
+                label=f"{100 * q[0]:g}-{100 * q[-1]:g} %",
+            )
+            ax.fill_between(
+                t, mean - std, mean + std, color="tab:blue", alpha=0.35, lw=0, label="mean ± std"
+            )
+            ax.plot(t, mean, color="tab:blue", lw=1.5, label="mean")
+            if 0.5 in q:
+                ax.plot(t, quant[q.index(0.5)], color="k", lw=0.8, ls="--", label="median")
+            ax.set_ylabel(f"polar field {pole} [G]")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        axes[-1].set_xlabel("time [h]")
+        n_r = ds.sizes.get("realization", 0)
+        fig.suptitle(f"Polar fields over {n_r} realizations")
+        path = out_dir / "spread_polar_fields.png"
+        fig.savefig(path, dpi=_DPI)
+        plt.close(fig)
+        paths.append(path)
+    if "br_std" in ds and ds.sizes.get("time", 0) > 1:
+        std = ds["br_std"].mean("lon")  # (time, lat)
+        time, lat = ds["time"].values, ds["lat"].values
+        values = np.asarray(std.values)
+        fig, ax = plt.subplots(figsize=(9, 3.2), constrained_layout=True)
+        vmax = float(np.nanpercentile(values, 99.5)) if np.isfinite(values).any() else 1.0
+        mesh = ax.pcolormesh(
+            time, lat, values.T, cmap="magma", vmin=0.0, vmax=vmax or 1.0, shading="nearest"
+        )
+        ax.set_ylabel("latitude [deg]")
+        ax.set_xlabel("time [h]")
+        ax.set_ylim(-90, 90)
+        ax.set_yticks([-90, -45, 0, 45, 90])
+        fig.colorbar(mesh, ax=ax, label="longitude-averaged ensemble std of Br [G]")
+        fig.suptitle("Butterfly diagram of the ensemble standard deviation")
+        path = out_dir / "spread_butterfly.png"
+        fig.savefig(path, dpi=_DPI)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def plot_run(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
     """All standard figures of a run; returns the written paths."""
     out = Path(out_dir)
@@ -185,6 +249,7 @@ def plot_run(ds: xr.Dataset, out_dir: str | Path) -> list[Path]:
             paths += plot_butterfly(ds, out)
     if "history_time" in ds.dims and ds.sizes["history_time"] > 1:
         paths += plot_histories(ds, out)
+    paths += plot_spread(ds, out)
     for p in paths:
         log.info("wrote %s", p)
     return paths

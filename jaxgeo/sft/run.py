@@ -9,6 +9,14 @@ Checkpoints live beside the store (``RUN.zarr.ckpt/``) and are written after eve
 (or at ``output.checkpoint_cadence_hours``). ``--resume`` restores the latest one and carries
 on; the computation is deterministic, so a resumed run equals an uninterrupted one bit for
 bit, and rows the interrupted run already stored are not written twice.
+
+Devices (:mod:`jaxgeo.sft.ensemble`): the realizations are split over all devices by default
+(``devices`` limits the count; the batch is padded to a multiple of it and the padding never
+reaches the store), or, with ``shard="lon"``, the longitudes of every member are. With two or
+more realizations the store also holds ensemble statistics (``br_mean``, ``br_std``,
+``br_quantile`` and ``<history>_mean/_std/_quantile``). Under ``jax.distributed`` (several
+processes) the coordinator creates the store sized for the whole run with one realization
+per chunk, and every process writes its own realizations into it.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import xarray as xr
 
 from ..errors import FileFormatError, InputError, StoreExistsError
 from ..io import append, committed_sizes, create_store, open_store, read_attrs
-from . import diagnostics
+from ..parallel import barrier, is_coordinator
+from . import diagnostics, ensemble
 from .config import SftConfig
 from .simulation import Simulation, build, realization_table
 
@@ -48,25 +57,47 @@ def _to_store_layout(br: np.ndarray) -> np.ndarray:
     return np.asarray(br)[:, ::-1, :]
 
 
-def _map_dataset(sim: Simulation, br: np.ndarray, t: float) -> xr.Dataset:
+def _quantile_coord() -> tuple[str, np.ndarray, dict[str, str]]:
+    return ("quantile", np.asarray(ensemble.QUANTILES), {"long_name": "probability", "units": "1"})
+
+
+def _map_dataset(
+    sim: Simulation,
+    br: np.ndarray | None,
+    t: float,
+    stats: dict[str, np.ndarray] | None = None,
+    *,
+    realizations: np.ndarray | None = None,
+) -> xr.Dataset:
+    """Maps at one time: ``br`` (R, n_theta, n_phi) host values (or None: statistics only)
+    and, for ensembles, the statistics from :func:`ensemble.map_statistics`."""
     lat, lon = _lat_lon(sim)
     dtype = np.dtype(sim.config.output.dtype)
-    data = _to_store_layout(br).astype(dtype)[:, None]
-    return xr.Dataset(
-        {
-            "br": (
-                ("realization", "time", "lat", "lon"),
-                data,
-                {"units": "G", "long_name": "radial magnetic field"},
-            )
-        },
-        coords={
-            "realization": np.arange(sim.n_realizations),
-            "time": ("time", np.asarray([t]), {"units": "hours", "long_name": "time since start"}),
-            "lat": ("lat", lat, {"units": "degrees_north", "long_name": "latitude"}),
-            "lon": ("lon", lon, {"units": "degrees_east", "long_name": "Carrington longitude"}),
-        },
-    )
+    data_vars: dict[str, Any] = {}
+    coords: dict[str, Any] = {
+        "time": ("time", np.asarray([t]), {"units": "hours", "long_name": "time since start"}),
+        "lat": ("lat", lat, {"units": "degrees_north", "long_name": "latitude"}),
+        "lon": ("lon", lon, {"units": "degrees_east", "long_name": "Carrington longitude"}),
+    }
+    if br is not None:
+        data = _to_store_layout(br).astype(dtype)[:, None]
+        data_vars["br"] = (
+            ("realization", "time", "lat", "lon"),
+            data,
+            {"units": "G", "long_name": "radial magnetic field"},
+        )
+        coords["realization"] = (
+            np.arange(sim.n_realizations) if realizations is None else realizations
+        )
+    if stats is not None:
+        attrs = ensemble.statistics_attrs("br", "G", "radial magnetic field")
+        coords["quantile"] = _quantile_coord()
+        for kind in ("mean", "std"):
+            values = stats[kind][None, ::-1, :].astype(dtype)
+            data_vars[f"br_{kind}"] = (("time", "lat", "lon"), values, attrs[kind])
+        q = stats["quantile"][:, None, ::-1, :].astype(dtype)
+        data_vars["br_quantile"] = (("quantile", "time", "lat", "lon"), q, attrs["quantile"])
+    return xr.Dataset(data_vars, coords=coords)
 
 
 def _history_dataset(
@@ -82,22 +113,39 @@ def _history_dataset(
             "long_name": diagnostics.HISTORY_LONG_NAMES.get(name, name),
         }
         data_vars[name] = (("realization", "history_time"), values, attrs)
-    return xr.Dataset(
-        data_vars,
-        coords={
-            "realization": np.arange(sim.n_realizations),
-            "history_time": (
-                "history_time",
-                times,
-                {"units": "hours", "long_name": "time since start"},
-            ),
-        },
-    )
+    coords: dict[str, Any] = {
+        "realization": np.arange(sim.n_realizations),
+        "history_time": (
+            "history_time",
+            times,
+            {"units": "hours", "long_name": "time since start"},
+        ),
+    }
+    if sim.n_realizations >= 2:
+        coords["quantile"] = _quantile_coord()
+        per_row = [ensemble.history_statistics(h) for _, h in rows]
+        for name in names:
+            units = diagnostics.HISTORY_UNITS.get(name, "")
+            long = diagnostics.HISTORY_LONG_NAMES.get(name, name)
+            attrs = ensemble.statistics_attrs(name, units, long)
+            for kind in ("mean", "std"):
+                values = np.asarray([st[name][kind] for st in per_row], dtype=np.float64)
+                data_vars[f"{name}_{kind}"] = (("history_time",), values, attrs[kind])
+            q = np.stack([st[name]["quantile"] for st in per_row], axis=1).astype(np.float64)
+            data_vars[f"{name}_quantile"] = (("quantile", "history_time"), q, attrs["quantile"])
+    return xr.Dataset(data_vars, coords=coords)
 
 
-def _initial_dataset(sim: Simulation, br: np.ndarray, hist: dict[str, np.ndarray]) -> xr.Dataset:
+def _maps_at(sim: Simulation, placement: ensemble.Placement, br: jax.Array, t: float) -> xr.Dataset:
+    """The map Dataset at time ``t`` of the configured realizations (single process)."""
+    real = placement.unpad(br)
+    stats = ensemble.map_statistics(real) if sim.n_realizations >= 2 else None
+    return _map_dataset(sim, np.asarray(real), t, stats)
+
+
+def _initial_dataset(sim: Simulation, maps: xr.Dataset, hist: dict[str, np.ndarray]) -> xr.Dataset:
     t0 = sim.config.time.start_hours
-    ds = xr.merge([_map_dataset(sim, br, t0), _history_dataset(sim, [(t0, hist)])])
+    ds = xr.merge([maps, _history_dataset(sim, [(t0, hist)])])
     for name, values in realization_table(sim).items():
         ds[name] = ("realization", values, {"long_name": f"per-realization value of {name}"})
     return ds
@@ -130,6 +178,8 @@ def run(
     plots: str | Path | None = None,
     progress: bool = True,
     stop_after_segments: int | None = None,
+    devices: int | None = None,
+    shard: ensemble.ShardMode = "realization",
 ) -> dict[str, Any]:
     """Run a simulation and write its store; returns the JSON summary.
 
@@ -141,8 +191,16 @@ def run(
         plots: folder for the standard figures, or None.
         progress: show a progress bar on stderr.
         stop_after_segments: stop early after this many segments (tests of resume).
+        devices: use the first ``devices`` devices (default: all, every process's).
+        shard: ``"realization"`` (split the ensemble over devices) or ``"lon"`` (split the
+            longitudes of each member; single large runs).
     """
     out = Path(out)
+    multi = jax.process_count() > 1
+    if multi:
+        return _run_multiprocess(
+            cfg, out, overwrite=overwrite, resume=resume, plots=plots, devices=devices
+        )
     _check_out(out, overwrite=overwrite, resume=resume)
     cfg = cfg.with_absolute_paths()
     config_text = cfg.to_toml()
@@ -154,27 +212,31 @@ def run(
                 "resume with the same config or start again with --overwrite"
             )
     sim = build(cfg)
+    placement = ensemble.place(sim, devices=devices, shard=shard)
     n_seg = len(sim.segments)
     log.info(
-        "grid %d x %d, %d realization(s), dt %.4g h, %d segments, %s",
+        "grid %d x %d, %d realization(s), dt %.4g h, %d segments, %d %s device(s), shard %s",
         sim.grid.n_theta,
         sim.grid.n_phi,
         sim.n_realizations,
         sim.dt_step,
         n_seg,
+        placement.n_devices,
         jax.devices()[0].platform,
+        placement.mode,
     )
     from ..io import Checkpointer
 
     ckpt_path = checkpoint_dir(out)
-    br = sim.br0
+    br, params, keys = placement.put_state(sim.br0, sim.params, sim.keys)
     start_seg = 0
     stored_time = -math.inf
     stored_hist_time = -math.inf
     if resume:
         ckpt = Checkpointer(ckpt_path, create=False)
-        state, meta = ckpt.restore(target={"br": jax.ShapeDtypeStruct(br.shape, br.dtype)})
-        br = jnp.asarray(state["br"])
+        target = jax.ShapeDtypeStruct(sim.br0.shape, sim.br0.dtype)
+        state, meta = ckpt.restore(target={"br": target})
+        br = placement.put_field(jnp.asarray(state["br"]))
         start_seg = int(meta["segment"]) + 1
         sizes = committed_sizes(out)
         ds = open_store(out)
@@ -187,9 +249,9 @@ def run(
         if sim.assimilation is not None:
             k = sim.assimilation.index_at(cfg.time.start_hours)
             if k is not None:
-                br = sim.assimilation.apply(br, sim.params, sim.assimilation.obs_br[k], k)
-        hist0 = sim.compute_history(br, cfg.time.start_hours)
-        ds0 = _initial_dataset(sim, np.asarray(br), hist0)
+                br = sim.assimilation.apply(br, params, sim.assimilation.obs_br[k], k)
+        hist0 = sim.compute_history(placement.unpad(br), cfg.time.start_hours)
+        ds0 = _initial_dataset(sim, _maps_at(sim, placement, br, cfg.time.start_hours), hist0)
         attrs = {
             "config": config_text,
             "title": "jaxgeo surface flux transport run",
@@ -210,42 +272,27 @@ def run(
             append(out, _history_dataset(sim, rows), "history_time")
         pending.clear()
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=cfg.time.end_hours - cfg.time.start_hours,
-            unit="h",
-            desc="sft",
-            file=sys.stderr,
-            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} h [{elapsed}<{remaining}, {rate_fmt}]",
-        )
-        bar.update(sim.segments[start_seg].t0 - cfg.time.start_hours if start_seg < n_seg else 0)
+    bar = _progress_bar(cfg, sim, start_seg) if progress else None
     wall0 = time.perf_counter()
     n_steps = 0
     for i in range(start_seg, n_seg):
         seg = sim.segments[i]
-        br = sim.advance_segment(br, seg)
+        br = ensemble.advance_segment(placement.advance, br, params, keys, seg)
         n_steps += seg.n_full + (1 if seg.dt_last > 0 else 0)
         if "assimilation" in seg.events and sim.assimilation is not None:
             k = sim.assimilation.index_at(seg.t1)
             if k is not None:
-                br = sim.assimilation.apply(br, sim.params, sim.assimilation.obs_br[k], k)
+                br = sim.assimilation.apply(br, params, sim.assimilation.obs_br[k], k)
         if "history" in seg.events or "end" in seg.events:
-            pending.append((seg.t1, sim.compute_history(br, seg.t1)))
+            pending.append((seg.t1, sim.compute_history(placement.unpad(br), seg.t1)))
         is_map = "map" in seg.events or "end" in seg.events
         if is_map or "checkpoint" in seg.events:
-            host = np.asarray(br)
-            if not np.all(np.isfinite(host)):
-                raise FloatingPointError(
-                    f"the field became non-finite by t = {seg.t1:.4g} h; the run is unstable "
-                    "(reduce time.dt_max_hours or check the parameters)"
-                )
+            real = placement.unpad(br)
+            _check_finite_field(real, seg.t1)
             flush()
             if is_map and seg.t1 > stored_time + 1e-9:
-                append(out, _map_dataset(sim, host, seg.t1), "time")
-            ckpt.save(i, {"br": br}, {"segment": i, "time_hours": seg.t1})
+                append(out, _maps_at(sim, placement, br, seg.t1), "time")
+            ckpt.save(i, {"br": real}, {"segment": i, "time_hours": seg.t1})
         if bar is not None:
             bar.update(seg.t1 - seg.t0)
         if stop_after_segments is not None and i + 1 - start_seg >= stop_after_segments:
@@ -259,8 +306,50 @@ def run(
         bar.close()
     ckpt.close()
     finished = stop_after_segments is None or start_seg + (stop_after_segments or 0) >= n_seg
+    summary = _summary(sim, out, finished, n_steps, wall, placement)
+    hist = sim.compute_history(placement.unpad(br), sim.segments[min(i, n_seg - 1)].t1)
+    _final_values(summary, sim, hist)
+    if plots is not None:
+        from .plot import plot_run
+
+        paths = plot_run(open_store(out), plots)
+        summary["plots"] = [str(p) for p in paths]
+    return summary
+
+
+def _check_finite_field(br: jax.Array, t: float) -> None:
+    if not bool(jnp.all(jnp.isfinite(br))):
+        raise FloatingPointError(
+            f"the field became non-finite by t = {t:.4g} h; the run is unstable "
+            "(reduce time.dt_max_hours or check the parameters)"
+        )
+
+
+def _progress_bar(cfg: SftConfig, sim: Simulation, start_seg: int) -> Any:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=cfg.time.end_hours - cfg.time.start_hours,
+        unit="h",
+        desc="sft",
+        file=sys.stderr,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} h [{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    n_seg = len(sim.segments)
+    bar.update(sim.segments[start_seg].t0 - cfg.time.start_hours if start_seg < n_seg else 0)
+    return bar
+
+
+def _summary(
+    sim: Simulation,
+    out: Path,
+    finished: bool,
+    n_steps: int,
+    wall: float,
+    placement: ensemble.Placement,
+) -> dict[str, Any]:
     cells = sim.grid.n_theta * sim.grid.n_phi
-    summary: dict[str, Any] = {
+    return {
         "ok": True,
         "command": "sft run",
         "out": str(out),
@@ -271,18 +360,163 @@ def run(
         "steps": n_steps,
         "wall_s": round(wall, 3),
         "cell_steps_per_s": (cells * n_steps * sim.n_realizations / wall) if wall > 0 else None,
+        **placement.describe(),
+        "processes": jax.process_count(),
     }
-    hist = sim.compute_history(br, sim.segments[min(i, n_seg - 1)].t1)
+
+
+def _final_values(summary: dict[str, Any], sim: Simulation, hist: dict[str, np.ndarray]) -> None:
     for name in ("polar_field_north", "polar_field_south", "ax_dipole", "flux_positive"):
         if name in hist:
             summary[f"final_{name}"] = [float(v) for v in hist[name]]
     if "validation_err_hhabs" in hist and sim.exact is not None:
         summary["final_validation_err_hhabs"] = [float(v) for v in hist["validation_err_hhabs"]]
-    if plots is not None:
+
+
+# ------------------------------------------------------------------------ several processes
+def _gather(x: jax.Array) -> np.ndarray:
+    """Every process's copy of a (possibly process-spanning) array."""
+    if x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def _local_rows(br: jax.Array, n_real: int) -> list[tuple[slice, np.ndarray]]:
+    """The realization rows this process holds, as (slice of the realization axis, values)."""
+    rows = []
+    seen = set()
+    for shard in br.addressable_shards:
+        sl = shard.index[0]
+        start = sl.start or 0
+        stop = min(sl.stop if sl.stop is not None else br.shape[0], n_real)
+        if start >= stop or start in seen:
+            continue
+        seen.add(start)
+        rows.append((slice(start, stop), np.asarray(shard.data)[: stop - start]))
+    return rows
+
+
+def _run_multiprocess(
+    cfg: SftConfig,
+    out: Path,
+    *,
+    overwrite: bool,
+    resume: bool,
+    plots: str | Path | None,
+    devices: int | None,
+) -> dict[str, Any]:
+    """One process of a ``jax.distributed`` run: SPMD over every process's devices.
+
+    The coordinator (process 0) creates the store sized for the whole run (every map and
+    history time known from the schedule) with one realization per chunk; after each map
+    every process writes the realizations it holds into their region, the coordinator writes
+    the history rows and statistics (small, gathered to every process), and commits the new
+    length once all processes passed a barrier.
+    """
+    if resume:
+        raise InputError("--resume is not supported for multi-process runs yet; start again")
+    if is_coordinator():
+        _check_out(out, overwrite=overwrite, resume=False)
+        if out.exists():
+            shutil.rmtree(out)
+    cfg = cfg.with_absolute_paths()
+    sim = build(cfg)
+    placement = ensemble.place(sim, devices=devices, shard="realization")
+    br, params, keys = placement.put_state(sim.br0, sim.params, sim.keys)
+    n_r = sim.n_realizations
+    t0 = cfg.time.start_hours
+    map_times = [t0, *sim.map_times]
+    hist_times = [t0, *sim.history_times]
+
+    def history(br: jax.Array, t: float) -> dict[str, np.ndarray]:
+        exact = None if sim.exact is None else jnp.asarray(sim.exact(t), br.dtype)
+        if exact is not None:
+            exact = placement.put_field(exact)
+        return {k: _gather(v)[:n_r] for k, v in sim.history(br, exact).items()}
+
+    def stats(br: jax.Array) -> dict[str, np.ndarray] | None:
+        if n_r < 2:
+            return None
+        real = placement.unpad(br)
+        return {
+            k: _gather(v)
+            for k, v in ensemble._stats_jit(real, quantiles=ensemble.QUANTILES).items()
+        }
+
+    def write_maps(br: jax.Array, k: int, t: float) -> None:
+        for sl, values in _local_rows(br, n_r):
+            ds = _map_dataset(sim, values, t, realizations=np.arange(sl.start, sl.stop))
+            ensemble.write_region(out, ds, {"realization": sl, "time": slice(k, k + 1)})
+        st = stats(br)
+        if is_coordinator() and st is not None:
+            ensemble.write_region(out, _map_dataset(sim, None, t, st), {"time": slice(k, k + 1)})
+
+    if sim.assimilation is not None:
+        k = sim.assimilation.index_at(t0)
+        if k is not None:
+            br = sim.assimilation.apply(br, params, sim.assimilation.obs_br[k], k)
+    hist0 = history(br, t0)
+    if is_coordinator():
+        template = _initial_dataset(sim, _map_dataset(sim, np.asarray(sim.br0), t0, None), hist0)
+        if n_r >= 2:
+            zeros = {
+                "mean": np.zeros(sim.grid.shape),
+                "std": np.zeros(sim.grid.shape),
+                "quantile": np.zeros((len(ensemble.QUANTILES),) + sim.grid.shape),
+            }
+            template = xr.merge([template, _map_dataset(sim, None, t0, zeros)])
+        template = template.reindex(time=map_times, history_time=hist_times)
+        ensemble.create_region_store(
+            out,
+            template,
+            {"time": len(map_times), "history_time": len(hist_times)},
+            attrs={
+                "config": cfg.to_toml(),
+                "title": "jaxgeo surface flux transport run",
+                "dt_hours": sim.dt_step,
+                "processes": jax.process_count(),
+            },
+            committed={"time": 0, "history_time": 0},
+        )
+    barrier("sft-store-created")
+    write_maps(br, 0, t0)
+    hist_rows: list[tuple[float, dict[str, np.ndarray]]] = [(t0, hist0)]
+    n_hist_written = 0
+    n_maps = 1
+    n_steps = 0
+    wall0 = time.perf_counter()
+    for seg in sim.segments:
+        br = ensemble.advance_segment(placement.advance, br, params, keys, seg)
+        n_steps += seg.n_full + (1 if seg.dt_last > 0 else 0)
+        if "assimilation" in seg.events and sim.assimilation is not None:
+            k = sim.assimilation.index_at(seg.t1)
+            if k is not None:
+                br = sim.assimilation.apply(br, params, sim.assimilation.obs_br[k], k)
+        if "history" in seg.events or "end" in seg.events:
+            hist_rows.append((seg.t1, history(br, seg.t1)))
+        if "map" in seg.events or "end" in seg.events:
+            write_maps(br, n_maps, seg.t1)
+            n_maps += 1
+            if is_coordinator():
+                rows = hist_rows[n_hist_written:]
+                hds = _history_dataset(sim, rows)
+                region = {"history_time": slice(n_hist_written, n_hist_written + len(rows))}
+                ensemble.write_region(out, hds, region)
+            n_hist_written = len(hist_rows)
+            barrier(f"sft-map-{n_maps}")
+            if is_coordinator():
+                ensemble.commit_sizes(out, {"time": n_maps, "history_time": n_hist_written})
+    jax.block_until_ready(br)
+    wall = time.perf_counter() - wall0
+    barrier("sft-done")
+    summary = _summary(sim, out, True, n_steps, wall, placement)
+    _final_values(summary, sim, hist_rows[-1][1])
+    if plots is not None and is_coordinator():
         from .plot import plot_run
 
-        paths = plot_run(open_store(out), plots)
-        summary["plots"] = [str(p) for p in paths]
+        summary["plots"] = [str(p) for p in plot_run(open_store(out), plots)]
     return summary
 
 
