@@ -9,6 +9,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH="$PWD:/tmp/site" JAXGEO_SHARED_DATA="$PWD/.bench_data" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-timeout 200 python3 benchmarks/sft_vs_hipft.py --steps 672 --repeats 2 | tee "$OUT/sft_vs_hipft.jsonl"
-timeout 150 python3 benchmarks/sft_ensemble_scaling.py --n 1,4,16,64,256 --steps 200 | tee "$OUT/ensemble.jsonl"
-timeout 120 python3 -m jaxgeo.cli -q sft validate --json | tee "$OUT/validate.json"
+timeout 150 python3 benchmarks/sft_vs_hipft.py --steps 672 --repeats 2 | tee "$OUT/sft_vs_hipft.jsonl"
+timeout 120 python3 benchmarks/sft_ensemble_scaling.py --n 1,4,16,64,256 --steps 200 | tee "$OUT/ensemble.jsonl"
+timeout 100 python3 -m jaxgeo.cli -q sft validate --json | tee "$OUT/validate.json"
