@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -380,6 +381,8 @@ def make_lon_step(
         vt0 = crop_halo(vt_in[0], h)
         vt1 = crop_halo(vt_in[-1], h)
 
+        assert adv_tend is not None
+
         def op(f1: Field) -> Field:
             tend = crop_halo(adv_tend(exchange_halo(f1, h, axis_name), vt, vp), h)
             # Caps: minus the net flux through their face, over ALL blocks.
@@ -397,6 +400,7 @@ def make_lon_step(
         return f1
 
     def dif_apply(x: Field, nu: Array) -> Field:
+        assert dif_op is not None
         y = crop_halo(dif_op(exchange_halo(x, 1, axis_name), nu), 1)
         pn = global_sum((x[1] - x[0]) * dphi, axis_name) * (2.0 * nu * inv_dt0)
         ps = global_sum((x[-2] - x[-1]) * dphi, axis_name) * (2.0 * nu * inv_dt1)
@@ -561,8 +565,8 @@ def write_region(path: str | Path, ds: xr.Dataset, region: Mapping[str, slice]) 
 
     root = zarr.open_group(Path(path), mode="r+", zarr_format=3)
     for name, var in ds.data_vars.items():
-        arr = root[str(name)]
-        dims = tuple(arr.metadata.dimension_names)
+        arr = typing.cast(zarr.Array, root[str(name)])
+        dims = tuple(typing.cast(tuple[str, ...], arr.metadata.dimension_names))  # type: ignore[union-attr]
         var = var.transpose(*dims)
         index = tuple(region.get(d, slice(None)) for d in dims)
         arr[index] = np.asarray(var.values).astype(arr.dtype, copy=False)

@@ -217,9 +217,9 @@ def plot_spread(ds: xr.Dataset, out_dir: Path) -> list[Path]:
         plt.close(fig)
         paths.append(path)
     if "br_std" in ds and ds.sizes.get("time", 0) > 1:
-        std = ds["br_std"].mean("lon")  # (time, lat)
+        zonal_std = ds["br_std"].mean("lon")  # (time, lat)
         time, lat = ds["time"].values, ds["lat"].values
-        values = np.asarray(std.values)
+        values = np.asarray(zonal_std.values)
         fig, ax = plt.subplots(figsize=(9, 3.2), constrained_layout=True)
         vmax = float(np.nanpercentile(values, 99.5)) if np.isfinite(values).any() else 1.0
         mesh = ax.pcolormesh(

@@ -90,13 +90,13 @@ def _map_dataset(
             np.arange(sim.n_realizations) if realizations is None else realizations
         )
     if stats is not None:
-        attrs = ensemble.statistics_attrs("br", "G", "radial magnetic field")
+        stat_attrs = ensemble.statistics_attrs("br", "G", "radial magnetic field")
         coords["quantile"] = _quantile_coord()
         for kind in ("mean", "std"):
             values = stats[kind][None, ::-1, :].astype(dtype)
-            data_vars[f"br_{kind}"] = (("time", "lat", "lon"), values, attrs[kind])
+            data_vars[f"br_{kind}"] = (("time", "lat", "lon"), values, stat_attrs[kind])
         q = stats["quantile"][:, None, ::-1, :].astype(dtype)
-        data_vars["br_quantile"] = (("quantile", "time", "lat", "lon"), q, attrs["quantile"])
+        data_vars["br_quantile"] = (("quantile", "time", "lat", "lon"), q, stat_attrs["quantile"])
     return xr.Dataset(data_vars, coords=coords)
 
 
@@ -105,10 +105,10 @@ def _history_dataset(
 ) -> xr.Dataset:
     times = np.asarray([t for t, _ in rows])
     names = list(rows[0][1])
-    data_vars = {}
+    data_vars: dict[str, Any] = {}
     for name in names:
         values = np.stack([h[name] for _, h in rows], axis=1).astype(np.float64)  # (R, T)
-        attrs = {
+        attrs: dict[str, Any] = {
             "units": diagnostics.HISTORY_UNITS.get(name, ""),
             "long_name": diagnostics.HISTORY_LONG_NAMES.get(name, name),
         }
@@ -127,12 +127,16 @@ def _history_dataset(
         for name in names:
             units = diagnostics.HISTORY_UNITS.get(name, "")
             long = diagnostics.HISTORY_LONG_NAMES.get(name, name)
-            attrs = ensemble.statistics_attrs(name, units, long)
+            stat_attrs = ensemble.statistics_attrs(name, units, long)
             for kind in ("mean", "std"):
                 values = np.asarray([st[name][kind] for st in per_row], dtype=np.float64)
-                data_vars[f"{name}_{kind}"] = (("history_time",), values, attrs[kind])
+                data_vars[f"{name}_{kind}"] = (("history_time",), values, stat_attrs[kind])
             q = np.stack([st[name]["quantile"] for st in per_row], axis=1).astype(np.float64)
-            data_vars[f"{name}_quantile"] = (("quantile", "history_time"), q, attrs["quantile"])
+            data_vars[f"{name}_quantile"] = (
+                ("quantile", "history_time"),
+                q,
+                stat_attrs["quantile"],
+            )
     return xr.Dataset(data_vars, coords=coords)
 
 
