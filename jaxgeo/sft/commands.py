@@ -137,6 +137,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print only the JSON summary (no table)")
     p.set_defaults(func=_cmd_validate)
 
+    from .inference import register_infer
+
+    register_infer(subparsers)
+
     p = subparsers.add_parser(
         "plot", help="maps, butterfly diagram and history plots of a run store"
     )

@@ -272,7 +272,7 @@ def make_advance(physics: Physics) -> Callable[..., Field]:
 
 
 def make_scan(physics: Physics, *, checkpoint_every: int = 0) -> Callable[..., Field]:
-    """Differentiable ``run(br, params, key, t0, dts) -> (br_final, stacked outputs)`` of ONE
+    """Differentiable ``run(br, params, key, t0, dts) -> br_final`` of ONE
     realization over the steps ``dts`` (a 1-D array), with ``lax.scan``.
 
     ``checkpoint_every`` > 0 rematerialises the step (``jax.checkpoint``) so memory stays
