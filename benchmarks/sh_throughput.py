@@ -6,14 +6,18 @@ Prints one JSON line per case on stdout:
     {"benchmark": "sh_throughput", "impl": "jaxgeo" | "scipy", "l_max": ..., "n_points": ...,
      "dtype": ..., "points_per_s": ..., "coeffs_per_s": ..., "device": ..., "compile_s": ...}
 
-and one ``{"benchmark": "sh_stability", ...}`` line (max |Y_lm| / sqrt((2l+1)/4π) and the
-addition-theorem error at l_max = 100, float64). Run: ``python benchmarks/sh_throughput.py``
+float32 cases are also timed with ``precision="high"`` (``"impl": "jaxgeo-high"``: computed in
+float64, rounded to float32); one ``{"benchmark": "sh_stability", ...}`` line (max |Y_lm| /
+sqrt((2l+1)/4π) and the addition-theorem error at l_max = 100, float64); and one
+``{"benchmark": "sh_float32_accuracy", ...}`` line per degree (max |Y_f32 − Y_f64|, float64
+evaluated at the same float32 inputs, for both precisions). Run: ``python benchmarks/sh_throughput.py``
 (about a minute on 2 CPU cores); ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -68,19 +72,20 @@ def _time(call, min_time: float, min_reps: int = 3) -> float:
             return elapsed / reps
 
 
-def bench_jaxgeo(l_max: int, n: int, dtype, min_time: float) -> dict:
+def bench_jaxgeo(l_max: int, n: int, dtype, min_time: float, precision: str = "default") -> dict:
     theta, phi = _points(n, seed=l_max)
     theta = jnp.asarray(theta, dtype)
     phi = jnp.asarray(phi, dtype)
     start = time.perf_counter()
-    compiled = jax.jit(real_sph_harm, static_argnums=0).lower(l_max, theta, phi).compile()
+    fn = functools.partial(real_sph_harm, precision=precision)
+    compiled = jax.jit(fn, static_argnums=0).lower(l_max, theta, phi).compile()
     compile_s = time.perf_counter() - start
     out = compiled(theta, phi).block_until_ready()  # warm-up
     assert bool(jnp.all(jnp.isfinite(out))), "non-finite harmonics"
     per_call = _time(lambda: compiled(theta, phi).block_until_ready(), min_time)
     return {
         "benchmark": "sh_throughput",
-        "impl": "jaxgeo",
+        "impl": "jaxgeo" if precision == "default" else f"jaxgeo-{precision}",
         "l_max": l_max,
         "n_points": n,
         "dtype": jnp.dtype(dtype).name,
@@ -159,6 +164,29 @@ def stability(l_max: int = 100, n: int = 512) -> dict:
     }
 
 
+def float32_accuracy(l_max: int, n: int) -> dict:
+    """Max |Y_f32 − Y_f64| (float64 at the same float32 inputs) for both precisions, over
+    points uniform on the sphere plus both poles and points 1e-5..0.05 rad from them."""
+    theta, phi = _points(n, seed=100 + l_max)
+    near = np.array([1e-5, 1e-4, 1e-3, 1e-2, 0.05])
+    theta = np.concatenate([theta, near, math.pi - near]).astype(np.float32)
+    phi = np.random.default_rng(l_max).uniform(-math.pi, 2 * math.pi, theta.size)
+    phi = phi.astype(np.float32)
+    f = jax.jit(real_sph_harm, static_argnums=0)
+    f_high = jax.jit(functools.partial(real_sph_harm, precision="high"), static_argnums=0)
+    y64 = np.asarray(f(l_max, theta.astype(np.float64), phi.astype(np.float64)))
+    l_of, _ = index_to_lm(np.arange(n_coeffs(l_max)))
+    bound = np.sqrt((2 * l_of + 1) / (4.0 * math.pi))
+    out = {"benchmark": "sh_float32_accuracy", "l_max": l_max, "n_points": int(theta.size)}
+    for name, fn in (("default", f), ("high", f_high)):
+        err = np.abs(np.asarray(fn(l_max, theta, phi), np.float64) - y64)
+        out[f"{name}_max_abs_err"] = float(err.max())
+        out[f"{name}_max_err_over_bound"] = float((err / bound).max())
+        out[f"{name}_median_point_max_abs_err"] = float(np.median(err.max(axis=-1)))
+    out["device"] = _device()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
@@ -186,9 +214,14 @@ def main() -> None:
     for dtype in (jnp.float32, jnp.float64):
         for l_max, n in cases:
             print(json.dumps(bench_jaxgeo(l_max, n, dtype, min_time)), flush=True)
+            if dtype == jnp.float32:
+                row = bench_jaxgeo(l_max, n, dtype, min_time, precision="high")
+                print(json.dumps(row), flush=True)
     for l_max, n in [] if args.no_scipy else SCIPY_CASES[: len(cases)]:
         print(json.dumps(bench_scipy(l_max, n, min_time)), flush=True)
     print(json.dumps(stability()), flush=True)
+    for l_max, n in [(10, 2000), (40, 1000), (100, 400), (200, 150)][: len(cases)]:
+        print(json.dumps(float32_accuracy(l_max, n)), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,19 +24,28 @@ values grow like ``1/sin^m θ``; rather than H&F's single global scale factor we
 power-of-two exponent with every value ("extended range" numbers, Fukushima 2012, J. Geodesy 86,
 271), so the same code is exact in range for float64 and float32 at any degree. All columns m are
 advanced together in one ``lax.scan`` over l, so the compiled program does not grow with l_max.
+
+Rounding (what matters in float32): the recursion runs in Reinsch's difference form on
+w = 1 − cos θ' = 2 sin²(θ'/2), with θ' = min(θ, π − θ) the angle to the nearer pole (formed
+exactly), so neither the rounding of cos θ nor the cancellation in the three-term recursion
+near the poles is amplified by the l² slope of P_l there; and m φ is reduced modulo 2π exactly
+before its cosine is taken. What is left is the ~ l eps floor of any float32 evaluation;
+``precision="high"`` evaluates in float64 and rounds once (see :func:`real_sph_harm`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from jaxgeo.errors import InputError
+from jaxgeo.errors import ConfigError, InputError
 
 __all__ = [
     "index_to_lm",
@@ -134,13 +143,27 @@ def index_to_lm(i: int | np.ndarray) -> tuple[int, int] | tuple[np.ndarray, np.n
 
 
 @functools.lru_cache(maxsize=64)
-def _column_tables(l_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coefficients of the column recursion for the scaled ``P̄_lm / sin^m θ``.
+def _column_tables(
+    l_max: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coefficients of the column recursion for the scaled ``s_lm = P̄_lm / sin^m θ``.
 
-    Returns ``(a, b, seed)``, each (l_max+1, l_max+1) indexed [l, m]:
-    ``s_lm = a_lm t s_{l-1,m} − b_lm s_{l-2,m} + seed_lm`` with t = cos θ, where ``seed`` is
-    the sectoral start ``s_mm`` (H&F 2002 eqs. 12–13 without the ``sin^m θ`` factor) on the
-    diagonal and zero elsewhere, and a, b vanish for l <= m so the columns start cleanly.
+    The three-term recursion (H&F 2002 eq. 11) ``s_l = a_l t s_{l-1} − b_l s_{l-2}`` with
+    t = cos θ is run in Reinsch's difference form (Reinsch 1967; Gentleman 1969, Comput. J. 12,
+    160), written with w = 1 − t = 2 sin²(θ/2):
+
+        D_l = c_l D_{l-1} − a_l w s_{l-1} + seed_l,      s_l = ρ_l s_{l-1} + D_l,
+
+    where ``D_l = s_l − ρ_l s_{l-1}``, ``ρ_l = σ_l / σ_{l-1}`` is the ratio of the values at
+    t = 1 (``σ_lm = s_lm(1)``, so ``ρ_l = a_l − b_l / ρ_{l-1}``) and ``c_l = b_l / ρ_{l-1}``.
+    At t = 1 the D_l vanish, so near the poles D is small and computed to full *relative*
+    precision from the accurate w, instead of appearing as the difference of two nearly equal
+    terms whose rounding (and that of t itself) is amplified like l² (P_l'(1) = l(l+1)/2).
+
+    Returns ``(a, b, rho, c, seed)``, each (l_max+1, l_max+1) indexed [l, m]; ``seed`` is the
+    sectoral start ``s_mm`` (H&F eqs. 12–13 without ``sin^m θ``) on the diagonal, zero
+    elsewhere; a, ρ vanish for l <= m, b and c also at l = m + 1, so the columns start
+    cleanly.
     """
     l = np.arange(l_max + 1, dtype=np.float64)[:, None]
     m = np.arange(l_max + 1, dtype=np.float64)[None, :]
@@ -149,8 +172,14 @@ def _column_tables(l_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # H&F 2002 eq. 11.
         a = np.sqrt((2 * l - 1) * (2 * l + 1) / ((l - m) * (l + m)))
         b = np.sqrt((2 * l + 1) * (l + m - 1) * (l - m - 1) / ((l - m) * (l + m) * (2 * l - 3)))
+        # σ_lm ∝ sqrt((2l+1) (l+m)! / (l-m)!), from P_l^m(x) / (1-x²)^(m/2) at x = 1.
+        rho = np.sqrt((2 * l + 1) / (2 * l - 1) * (l + m) / (l - m))
+        rho_prev = np.sqrt((2 * l - 1) / (2 * l - 3) * (l + m - 1) / (l - m - 1))
+        c = b / rho_prev
     a = np.where(below, a, 0.0)
     b = np.where(below & (l >= m + 2), b, 0.0)
+    rho = np.where(below, rho, 0.0)
+    c = np.where(below & (l >= m + 2), c, 0.0)
     # Sectoral seeds: s_00 = 1, s_11 = √3, s_mm = √((2m+1)/(2m)) s_{m-1,m-1}.
     ratio = np.ones(l_max + 1)
     if l_max >= 1:
@@ -158,9 +187,9 @@ def _column_tables(l_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         k = np.arange(2, l_max + 1, dtype=np.float64)
         ratio[2:] = np.sqrt((2 * k + 1) / (2 * k))
     seed = np.diag(np.cumprod(ratio))
-    for arr in (a, b, seed):
+    for arr in (a, b, rho, c, seed):
         arr.setflags(write=False)
-    return a, b, seed
+    return a, b, rho, c, seed
 
 
 @functools.lru_cache(maxsize=64)
@@ -217,17 +246,29 @@ def _rescale_step(dtype: jnp.dtype) -> int:
     return _float_info(dtype)[2] // 4
 
 
+# Points with cos θ' > 1/2 (θ' < 60°) use the difference form, the others the plain three-term
+# form on t = cos θ': there t is known to better *relative* precision than w = 1 − t (which
+# matters for the tiny values next to the zeros of odd P̄_lm at the equator), and the rounding
+# of either propagates as ~ l eps |t| / sin θ' or l eps |w| / sin θ', so each form is used where
+# its variable is the smaller one.
+_DIFFERENCE_FORM_BELOW_W = 0.5
+
+
 def _column_step(carry, row):
-    # One degree l of the H&F column recursion for all orders at once, on extended-range
-    # numbers. Module-level (not a closure) so that eager calls reuse the traced scan body.
-    #   s1, s2: mantissas of s_{l-1,m}, s_{l-2,m} (s = P̄ / sin^m θ), sharing exponent expo;
+    # One degree l of the column recursion for all orders at once, on extended-range numbers,
+    # in difference form (dif) or plain form per point (see _column_tables). Module-level
+    # (not a closure) so that eager calls reuse the traced scan body.
+    #   s1: mantissas of s_{l-1,m} (s = P̄ / sin^m θ); v1 those of D_{l-1,m} (difference form)
+    #       or s_{l-2,m} (plain form); both share the exponent expo;
     #   pw_mant, pw_exp: f^l 2^(l k) = sin^l θ, with sin θ = f 2^k, f in [0.5, 1);
-    #   um_mant, um_exp: sin^m θ per column, filled in when l reaches m.
-    s1, s2, expo, pw_mant, pw_exp, um_mant, um_exp, tc, f, k = carry
-    a_l, b_l, seed_l, is_start = row
+    #   um_mant, um_exp: sin^m θ per column, filled in when l reaches m;
+    #   sg: (−1)^l where θ was reflected to π − θ (P̄_lm(−t) = (−1)^(l+m) P̄_lm(t)), else 1;
+    #   z: −w (difference form) or t (plain form).
+    s1, v1, expo, pw_mant, pw_exp, um_mant, um_exp, sg, flip, dif, z, f, k = carry
+    a_l, b_l, rho_l, c_l, seed_l, is_start = row
     big = _rescale_step(s1.dtype)
 
-    um_mant = jnp.where(is_start, pw_mant[:, None], um_mant)
+    um_mant = jnp.where(is_start, (pw_mant * sg)[:, None], um_mant)
     um_exp = jnp.where(is_start, pw_exp[:, None], um_exp)
     # Next power of sin θ; rescaled up whenever it drops below 2^-big, so it never underflows.
     pw_mant = pw_mant * f
@@ -235,59 +276,101 @@ def _column_step(carry, row):
     pw_mant = jnp.where(small, pw_mant * 2.0**big, pw_mant)
     pw_exp = pw_exp + k - jnp.where(small, big, 0)
 
-    s0 = a_l * tc * s1 - b_l * s2 + seed_l
-    # The scaled values grow like 1/sin^m θ towards the poles: rescale the pair (s0, s1)
-    # together, so the three-term recursion stays exact, once s0 passes 2^big.
+    # Difference form: D_l = c_l D_{l-1} − a_l w s_{l-1} + seed_l, s_l = ρ_l s_{l-1} + D_l.
+    # Plain form:      s_l = a_l t s_{l-1} − b_l s_{l-2} + seed_l.
+    head = jnp.where(dif, c_l, -b_l) * v1 + a_l * (z * s1) + seed_l
+    s0 = jnp.where(dif, rho_l * s1 + head, head)
+    v0 = jnp.where(dif, head, s1)
+    # The scaled values grow like 1/sin^m θ towards the poles: rescale the pair (s0, v0)
+    # together, so the recursion stays exact, once s0 passes 2^big.
     over = lax.stop_gradient(jnp.abs(s0)) > 2.0**big
     s0 = jnp.where(over, s0 * 2.0**-big, s0)
-    s1 = jnp.where(over, s1 * 2.0**-big, s1)
+    v0 = jnp.where(over, v0 * 2.0**-big, v0)
     expo = expo + jnp.where(over, big, 0)
-    p = _ldexp(s0 * um_mant, expo + um_exp)
-    return (s0, s1, expo, pw_mant, pw_exp, um_mant, um_exp, tc, f, k), p
+    p = _ldexp(s0 * (um_mant * sg[:, None]), expo + um_exp)
+    sg = sg * flip
+    return (s0, v0, expo, pw_mant, pw_exp, um_mant, um_exp, sg, flip, dif, z, f, k), p
+
+
+# π − fl64(π), beyond double precision.
+_PI_TAIL = float(
+    Fraction("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
+    - Fraction(math.pi)
+)
+
+
+def _polar_angle(theta: Float[Array, " n"]) -> tuple[Array, Array, Array, Array]:
+    """``(t, w, u, flip)``: cos θ', 1 − cos θ', sin θ' for θ' the angle to the nearer pole.
+
+    θ > π/2 is reflected to θ' = π − θ (flip = −1, else +1), using P̄_lm(−t) =
+    (−1)^(l+m) P̄_lm(t). With π = π_hi + π_lo, d = π_hi − θ is exact (Sterbenz's lemma) and
+    θ' = d + π_lo; the π_lo part enters through a first-order term (sin(d + e) = sin d +
+    e cos d to O(e²) = O(eps²)), not through ``(π_hi − θ) + π_lo``, which XLA would fold into
+    ``(π_hi + π_lo) − θ`` and so round θ' to the absolute precision of π. Thus θ' keeps full
+    relative precision next to the south pole, where a rounded cos θ would lose it; and
+    w = 2 sin²(θ'/2) is good to a few ulps where 1 − cos θ' would cancel. θ outside [0, π]
+    continues analytically (u is signed).
+    """
+    dtype = theta.dtype
+    pi_hi = float(np.asarray(math.pi, dtype))
+    pi_lo = float(np.asarray((math.pi - pi_hi) + _PI_TAIL, dtype))
+    south = lax.stop_gradient(theta) > 0.5 * pi_hi
+    d = jnp.where(south, pi_hi - theta, theta)
+    e = jnp.where(south, pi_lo, 0.0).astype(dtype)
+    sin_d, cos_d = jnp.sin(d), jnp.cos(d)
+    half = jnp.sin(0.5 * d) + (0.5 * e) * jnp.cos(0.5 * d)
+    w = 2.0 * (half * half)
+    t = cos_d - e * sin_d
+    u = sin_d + e * cos_d
+    flip = jnp.where(south, -1.0, 1.0).astype(dtype)
+    return t, w, u, flip
 
 
 def _legendre_columns(
-    t: Float[Array, " n"], u: Float[Array, " n"], l_max: int, ms: np.ndarray
+    theta: Float[Array, " n"], l_max: int, ms: np.ndarray
 ) -> Float[Array, "l n c"]:
-    """Fully normalised (4π, no Condon–Shortley) ``P̄_lm`` for l = 0..l_max and m in ms.
+    """Fully normalised (4π, no Condon–Shortley) ``P̄_lm(cos θ)`` for l = 0..l_max and m in ms.
 
     Args:
-        t: cos θ, shape (n,).
-        u: sin θ, shape (n,) (signed: θ outside [0, π] continues analytically).
+        theta: colatitude θ, shape (n,) (outside [0, π] the functions continue analytically).
         l_max: highest degree.
         ms: static orders (NumPy int array of length c), each <= l_max.
 
     Returns:
         Array (l_max + 1, n, c); entries with l < m are zero.
     """
-    dtype = t.dtype
-    a_tab, b_tab, seed_tab = _column_tables(l_max)
-    a = jnp.asarray(a_tab[:, ms], dtype)
-    b = jnp.asarray(b_tab[:, ms], dtype)
-    seed = jnp.asarray(seed_tab[:, ms], dtype)
+    dtype = theta.dtype
+    rows = tuple(jnp.asarray(tab[:, ms], dtype) for tab in _column_tables(l_max))
     is_start = jnp.asarray(np.arange(l_max + 1)[:, None] == ms[None, :])
+    t, w, u, flip = _polar_angle(theta)
+    dif = lax.stop_gradient(w) < _DIFFERENCE_FORM_BELOW_W
+    z = jnp.where(dif, -w, t)
 
     # sin θ = f 2^k exactly; the split is outside the derivative, f carries the gradient.
     _, k = jnp.frexp(lax.stop_gradient(u))
     k = k.astype(jnp.int32)
     f = _ldexp(u, -k)  # two steps: u may be subnormal
 
-    n, c = t.shape[0], len(ms)
+    n, c = theta.shape[0], len(ms)
     zeros = jnp.zeros((n, c), dtype)
     izeros = jnp.zeros((n, c), jnp.int32)
+    ones = jnp.ones((n,), dtype)
     init = (
         zeros,
         zeros,
         izeros,
-        jnp.ones((n,), dtype),
+        ones,
         jnp.zeros((n,), jnp.int32),
         zeros,
         izeros,
-        t[:, None],
+        ones,
+        flip,
+        dif[:, None],
+        z[:, None],
         f,
         k,
     )
-    _, p = lax.scan(_column_step, init, (a, b, seed, is_start))
+    _, p = lax.scan(_column_step, init, (*rows, is_start))
     return p
 
 
@@ -310,14 +393,79 @@ def _prepare_points(theta: ArrayLike, phi: ArrayLike) -> tuple[Array, Array, tup
 def _legendre_table(l_max: int, theta: Float[Array, " n"]) -> Float[Array, "n l m"]:
     """``P̄_lm(cos θ)`` (4π-normalised, no Condon–Shortley phase) for all l, m <= l_max."""
     ms = np.arange(l_max + 1)
-    p = _legendre_columns(jnp.cos(theta), jnp.sin(theta), l_max, ms)
+    p = _legendre_columns(theta, l_max, ms)
     return jnp.moveaxis(p, 0, 1)
 
 
+@functools.lru_cache(maxsize=16)
+def _two_pi_parts(keep: int) -> tuple[float, float, float]:
+    """2π = p1 + p2 + p3 (Cody–Waite) with p1, p2 of ``keep`` significant bits each, so that
+    k p1 and k p2 are exact for integers k of up to (mantissa − keep) bits; p3 is the rest."""
+    two_pi = Fraction("6.283185307179586476925286766559005768394338798750211641949889184615633")
+    parts = []
+    rest = two_pi
+    for _ in range(2):
+        exp = math.frexp(float(rest))[1]
+        scale = Fraction(2) ** (keep - exp)
+        head = Fraction(math.floor(rest * scale)) / scale
+        parts.append(float(head))
+        rest -= head
+    return parts[0], parts[1], float(rest)
+
+
+def _reduced_angles(phi: Float[Array, " n"], ms: np.ndarray) -> Float[Array, "n c"]:
+    """``m φ`` reduced to about [−π, π], for the static orders ms (n, len(ms)).
+
+    Rounding the product m·φ before the cosine would cost m·|φ|·eps in the phase (3e-5 at
+    m = 100 in float32), so m·φ is reduced modulo 2π exactly instead: φ is first brought to
+    [−π, π] as a two-part number, its head is cut to ``mantissa − bits(l_max)`` bits so that
+    m·head is exact, and that is reduced by a three-part 2π (Cody & Waite 1980). Only the
+    final reduced angle is rounded, so every cos(mφ) is good to a couple of ulps.
+    """
+    dtype = phi.dtype
+    nmant, _, _, int_dtype = _float_info(dtype)
+    # At least 8 bits: φ itself is then reduced exactly for |φ| < 2^8 · 2π.
+    bits = min(max(int(np.max(ms, initial=0)).bit_length() + 1, 8), (nmant + 1) // 2)
+    keep = nmant + 1 - bits  # significant bits kept in the heads
+    # φ = φ_a + φ_b + 2π k0, |φ_a| <= π: q1 has `keep` bits, so k0 q1 and φ − k0 q1 are exact
+    # (the latter by Sterbenz) for |k0| < 2^bits.
+    q1, q2, q3 = _two_pi_parts(keep)
+    k0 = lax.stop_gradient(jnp.round(phi * (1.0 / (2.0 * math.pi))))
+    phi_a = phi - k0 * q1
+    phi_b = -(k0 * (q2 + q3))
+    # Head of φ_a with its lowest `bits` mantissa bits cleared, so m·head is exact.
+    mask = ~((1 << bits) - 1)
+    head = lax.bitcast_convert_type(
+        lax.bitcast_convert_type(lax.stop_gradient(phi_a), int_dtype)
+        & jnp.asarray(mask, int_dtype),
+        dtype,
+    )
+    tail = phi_a - head
+    m = jnp.asarray(ms, dtype)[None, :]
+    x = m * head[:, None]  # exact
+    k = jnp.round(x * (1.0 / (2.0 * math.pi)))
+    # |k| <= max(ms) / 2 + 1 fits in `bits` bits: k p1, k p2 exact, x − k p1 exact (Sterbenz).
+    return ((x - k * q1) - k * q2) - k * q3 + m * (tail + phi_b)[:, None]
+
+
 def _trig(phi: Float[Array, " n"], l_max: int) -> tuple[Float[Array, "n m"], Float[Array, "n m"]]:
-    m = jnp.arange(l_max + 1, dtype=phi.dtype)
-    mphi = phi[:, None] * m[None, :]
-    return jnp.cos(mphi), jnp.sin(mphi)
+    """``cos(mφ)`` and ``sin(mφ)`` for m = 0..l_max, shape (n, l_max + 1)."""
+    r = _reduced_angles(phi, np.arange(l_max + 1))
+    return jnp.cos(r), jnp.sin(r)
+
+
+def _working_dtype(precision: object, dtype: jnp.dtype) -> jnp.dtype:
+    """The dtype to compute in: the input's, or float64 for ``precision="high"``."""
+    if precision not in ("default", "high"):
+        raise ConfigError(f"precision must be 'default' or 'high', got {precision!r}")
+    if precision == "default" or jnp.finfo(dtype).bits >= 64:
+        return dtype
+    if not jax.config.jax_enable_x64:
+        raise ConfigError(
+            f"precision='high' computes {jnp.dtype(dtype).name} input in float64, which needs "
+            "jax.config.update('jax_enable_x64', True); without it use precision='default'"
+        )
+    return jnp.dtype(jnp.float64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,7 +474,11 @@ def _trig(phi: Float[Array, " n"], l_max: int) -> tuple[Float[Array, "n m"], Flo
 
 
 def real_sph_harm(
-    l_max: int, theta: Float[ArrayLike, "*points"], phi: Float[ArrayLike, "*points"]
+    l_max: int,
+    theta: Float[ArrayLike, "*points"],
+    phi: Float[ArrayLike, "*points"],
+    *,
+    precision: str = "default",
 ) -> Float[Array, "*points k"]:
     """All real orthonormal spherical harmonics ``Y_lm(θ, φ)`` with ``l <= l_max``.
 
@@ -335,10 +487,21 @@ def real_sph_harm(
     range too). Differentiable in θ and φ everywhere, poles included: ``sin θ`` and ``cos θ``
     are used directly, never ``sqrt(1 − cos²θ)``.
 
+    Accuracy in float32 (max |error| against float64 evaluated at the same float32 inputs,
+    uniform points plus both poles; see benchmarks/RESULTS.md): about 1e-6 at l_max = 10,
+    4e-6 at 40, 9e-6 at 100 and 2e-5 at 200, i.e. a few ``l · eps`` times the size
+    ``sqrt((2l+1)/4π)`` of the harmonics. That is the floor for any float32 evaluation:
+    Y_lm changes by ~ l Y_lm per radian, so merely rounding cos θ, sin θ (or θ) to float32
+    costs ~ l eps, and ``sin^m θ`` carries m times the rounding of sin θ. For more, pass
+    ``precision="high"``: the values are then computed in float64 and rounded once to the
+    input dtype (max error ~1e-7, the float32 rounding itself), at about twice the cost.
+
     Args:
         l_max: highest degree (static Python int, ``>= 0``); jit with ``static_argnums=0``.
         theta: colatitude in radians, any shape broadcastable with ``phi``.
         phi: longitude in radians.
+        precision: ``"default"`` computes in the input dtype; ``"high"`` computes in float64
+            and casts back (needs ``jax_enable_x64``; no effect on float64 input).
 
     Returns:
         Array of shape ``(*points, (l_max + 1)**2)`` with ``Y_lm`` at index ``l² + l + m``,
@@ -347,11 +510,17 @@ def real_sph_harm(
     Raises:
         InputError: if ``l_max`` is not a non-negative integer, or theta and phi have
             different float dtypes.
+        ConfigError: if ``precision`` is not ``"default"`` or ``"high"``, or is ``"high"``
+            for a narrower dtype than float64 while ``jax_enable_x64`` is off.
     """
     l_max = _check_l_max(l_max)
     theta_f, phi_f, shape = _prepare_points(theta, phi)
     dtype = theta_f.dtype
-    p = _legendre_columns(jnp.cos(theta_f), jnp.sin(theta_f), l_max, np.arange(l_max + 1))
+    work = _working_dtype(precision, dtype)
+    if work != dtype:
+        y = real_sph_harm(l_max, theta_f.astype(work), phi_f.astype(work))
+        return y.astype(dtype).reshape(*shape, (l_max + 1) ** 2)
+    p = _legendre_columns(theta_f, l_max, np.arange(l_max + 1))
     cos_m, sin_m = _trig(phi_f, l_max)
 
     l_k, m_k, is_sin = _flat_layout(l_max)
@@ -366,7 +535,12 @@ def real_sph_harm(
 
 
 def real_sph_harm_lm(
-    l: int, m: int, theta: Float[ArrayLike, "*points"], phi: Float[ArrayLike, "*points"]
+    l: int,
+    m: int,
+    theta: Float[ArrayLike, "*points"],
+    phi: Float[ArrayLike, "*points"],
+    *,
+    precision: str = "default",
 ) -> Float[Array, "*points"]:
     """One real orthonormal spherical harmonic ``Y_lm(θ, φ)`` (same convention as
     :func:`real_sph_harm`), at O(l) cost instead of O(l²).
@@ -376,20 +550,27 @@ def real_sph_harm_lm(
         m: order (static Python int, ``-l <= m <= l``): m > 0 cos(mφ), m < 0 sin(|m|φ).
         theta: colatitude in radians.
         phi: longitude in radians, broadcast against ``theta``.
+        precision: ``"default"`` or ``"high"``, as for :func:`real_sph_harm`.
 
     Returns:
         Array of the broadcast shape of ``theta`` and ``phi``.
 
     Raises:
         InputError: if ``l`` or ``m`` are not integers with ``l >= 0``, ``|m| <= l``.
+        ConfigError: for a bad ``precision``, as for :func:`real_sph_harm`.
     """
     lm_index(l, m)  # validates
     l, m = int(l), int(m)
     theta_f, phi_f, shape = _prepare_points(theta, phi)
+    dtype = theta_f.dtype
+    work = _working_dtype(precision, dtype)
+    theta_f, phi_f = theta_f.astype(work), phi_f.astype(work)
     am = abs(m)
-    p = _legendre_columns(jnp.cos(theta_f), jnp.sin(theta_f), l, np.array([am]))[-1, :, 0]
-    trig = jnp.cos(am * phi_f) if m >= 0 else jnp.sin(am * phi_f)
-    return (p * trig * float(_phase_norm(np.array(am)))).reshape(shape)
+    p = _legendre_columns(theta_f, l, np.array([am]))[-1, :, 0]
+    r = _reduced_angles(phi_f, np.array([am]))[:, 0]
+    trig = jnp.cos(r) if m >= 0 else jnp.sin(r)
+    y = p * trig * float(_phase_norm(np.array(am)))
+    return y.astype(dtype).reshape(shape)
 
 
 def _split_coeffs(
