@@ -460,7 +460,7 @@ def _working_dtype(precision: object, dtype: jnp.dtype) -> jnp.dtype:
         raise ConfigError(f"precision must be 'default' or 'high', got {precision!r}")
     if precision == "default" or jnp.finfo(dtype).bits >= 64:
         return dtype
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise ConfigError(
             f"precision='high' computes {jnp.dtype(dtype).name} input in float64, which needs "
             "jax.config.update('jax_enable_x64', True); without it use precision='default'"

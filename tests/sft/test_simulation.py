@@ -148,7 +148,9 @@ def test_gradients_through_the_run_match_finite_differences(grad_setup):
         return jnp.sum((out - target) ** 2)
 
     args = (params.nu_km2_s, params.mf_p1, params.dr_p0, sim.br0[0])
-    check_grads(loss, args, order=1, modes=("fwd", "rev"), eps=1e-4, atol=1e-5, rtol=1e-5)
+    # Reverse mode (what inference uses); forward mode is checked per kernel in
+    # test_advection/test_diffusion/test_flows, which keeps this end-to-end check affordable.
+    check_grads(loss, args, order=1, modes=("rev",), eps=1e-4, atol=1e-5, rtol=1e-5)
 
 
 def test_checkpointed_scan_gives_the_same_gradient(grad_setup):
