@@ -245,7 +245,11 @@ class _Operator:
         k["hn_t"] = _ext(0.5 * (vtg[..., :-1, :] + alpha_t), r)  # ½(v_north + α)
         k["hp_p"] = _ext(0.5 * (vpi - api), r)  # ½(v_east − α)
         k["hn_p"] = _ext(0.5 * (vleft + api), r)  # ½(v_west + α)
-        return k
+        # When the flow changes every step (attenuation), XLA would otherwise take the middle
+        # of each halo concatenate straight from its producer and recompute the α maxima in
+        # every stage; the barrier (kept by XLA CPU here, jax 0.10.1) stores them once.
+        # Measured: flows + advection per 1° step 4.66 -> 3.47 ms, 1024x512 54.8 -> 39.5 ms.
+        return jax.lax.optimization_barrier(k)
 
     def apply(self, fe: Array, k: dict[str, Array]) -> Array:
         """∇·(v B) (..., n_theta, n_phi) from ``fe = _ext(B, r)`` and ``k = prepare(...)``."""

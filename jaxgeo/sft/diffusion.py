@@ -123,60 +123,116 @@ def _is_corner_array(nu: Array, grid: SftGrid) -> bool:
 
 
 def _face_nu(nu: Array, grid: SftGrid):
-    """ν on the west/east/north/south faces of interior cells and the two polar sums.
+    """ν on the west/east/north/south faces of interior cells and the two polar sums, from
+    HipFT's corner array (..., n_theta+1, n_phi).
 
     Returns arrays broadcastable against (..., n_theta-2, n_phi) and (..., n_phi).
     """
-    if _is_corner_array(nu, grid):
-        # HipFT averages the half-half-mesh ν onto each face it uses.
-        nu_pf = 0.5 * (nu[..., 1:-2, :] + nu[..., 2:-1, :])
-        nu_e = nu_pf
-        nu_w = jnp.roll(nu_pf, 1, axis=-1)
-        nu_tf = 0.5 * (jnp.roll(nu, 1, axis=-1) + nu)
-        nu_n = nu_tf[..., 1 : grid.n_theta - 1, :]
-        nu_s = nu_tf[..., 2 : grid.n_theta, :]
-        pole_n = jnp.roll(nu[..., 0, :] + nu[..., 1, :], 1, axis=-1)
-        pole_s = jnp.roll(nu[..., -2, :] + nu[..., -1, :], 1, axis=-1)
-        return nu_w, nu_e, nu_n, nu_s, pole_n, pole_s
-    # Scalar ν, or one scalar per leading member.
-    nu2 = nu[..., None, None]
-    nu1 = nu[..., None]
-    return nu2, nu2, nu2, nu2, 2.0 * nu1, 2.0 * nu1
+    # HipFT averages the half-half-mesh ν onto each face it uses.
+    nu_pf = 0.5 * (nu[..., 1:-2, :] + nu[..., 2:-1, :])
+    nu_e = nu_pf
+    nu_w = jnp.roll(nu_pf, 1, axis=-1)
+    nu_tf = 0.5 * (jnp.roll(nu, 1, axis=-1) + nu)
+    nu_n = nu_tf[..., 1 : grid.n_theta - 1, :]
+    nu_s = nu_tf[..., 2 : grid.n_theta, :]
+    pole_n = jnp.roll(nu[..., 0, :] + nu[..., 1, :], 1, axis=-1)
+    pole_s = jnp.roll(nu[..., -2, :] + nu[..., -1, :], 1, axis=-1)
+    return nu_w, nu_e, nu_n, nu_s, pole_n, pole_s
 
 
 def _coefficients(nu: Array, grid: SftGrid, dtype):
-    """HipFT's stencil coefficients for ν (broadcastable factors; see ``_Geometry``)."""
+    """ν in the form ``_apply`` takes: ``("scalar", ν[..., None, None])`` for a scalar or
+    per-member ν, or ``("faces", c_w, c_e, c_n, c_s, p_n, p_s)`` for a corner array."""
     geo = _geometry(grid)
     nu = jnp.asarray(nu, dtype=dtype)
+    if not _is_corner_array(nu, grid):
+        return ("scalar", nu[..., None, None])
     nu_w, nu_e, nu_n, nu_s, pn, ps = _face_nu(nu, grid)
-    st_i2 = jnp.asarray(geo.st_i2, dtype=dtype)
-    c_w = (nu_w * st_i2) * geo.col_w
-    c_e = (nu_e * st_i2) * geo.col_e
-    c_n = nu_n * geo.g_n
-    c_s = nu_s * geo.g_s
-    return c_w, c_n, c_s, c_e, pn * geo.pole_n, ps * geo.pole_s
-
-
-def _apply(x: Array, coefs, w_phi: np.ndarray) -> Array:
-    c_w, c_n, c_s, c_e, pn, ps = coefs
-    xi = x[..., 1:-1, :]
-    c_c = -(c_w + c_n + c_s + c_e)
-    y_int = (
-        c_w * jnp.roll(xi, 1, axis=-1)
-        + c_n * x[..., :-2, :]
-        + c_c * xi
-        + c_s * x[..., 2:, :]
-        + c_e * jnp.roll(xi, -1, axis=-1)
+    return (
+        "faces",
+        nu_w * geo.col_w,
+        nu_e * geo.col_e,
+        nu_n * geo.g_n,
+        nu_s * geo.g_s,
+        pn * geo.pole_n,
+        ps * geo.pole_s,
     )
-    w = jnp.asarray(w_phi, dtype=x.dtype)
+
+
+def _shift_columns(x: Array, shift: int) -> Array:
+    """``jnp.roll(x, shift, axis=-1)`` for shift ±1, written so that XLA CPU fuses it.
+
+    ``jnp.roll`` is a concatenate along the last axis, which XLA CPU keeps as a separate op
+    that materialises its operand: the whole stage update (five full-size reads) would be
+    written to memory twice per stage just to be shifted. A zero pad of the slice plus a
+    select of the wrapped column is elementwise and fuses into the stencil.
+    """
+    n = x.shape[-1]
+    col = jax.lax.broadcasted_iota(jnp.int32, (1,) * (x.ndim - 1) + (n,), x.ndim - 1)
+    keep = [(0, 0, 0)] * (x.ndim - 1)
+    if shift == 1:
+        body = jax.lax.pad(x[..., :-1], jnp.zeros((), x.dtype), [*keep, (1, 0, 0)])
+        return jnp.where(col == 0, x[..., -1:], body)
+    body = jax.lax.pad(x[..., 1:], jnp.zeros((), x.dtype), [*keep, (0, 1, 0)])
+    return jnp.where(col == n - 1, x[..., :1], body)
+
+
+def _with_halo(x: Array) -> Array:
+    """``x`` with one periodic column on each side. XLA CPU keeps a concatenate along the
+    last axis as its own op, so this also makes XLA keep ``x`` in memory (instead of
+    re-evaluating it at every stencil offset of its consumers)."""
+    return jnp.concatenate([x[..., -1:], x, x[..., :1]], axis=-1)
+
+
+def _apply(x: Array, coefs, geo: _Geometry, *, halo: bool = False) -> Array:
+    """A(ν) x, all in one XLA fusion (no full-size array besides ``x`` is read).
+
+    The stencil is written in flux-difference form, Σ c_k (x_k − x_c) = Σ c_k x_k + c_c x_c
+    up to round-off, with ν and the geometric factors applied to the differences: every
+    full-size intermediate then depends on ``x``, so XLA neither hoists full coefficient
+    arrays out of the stage loop nor streams them from memory at every stage.
+
+    With ``halo``, ``x`` is ``_with_halo(B)`` and the φ neighbours are plain slices.
+    """
+    dtype = x.dtype
+    if halo:
+        xe = x[..., 1:-1, :]
+        x = x[..., 1:-1]
+        xi = x[..., 1:-1, :]
+        d_w = xe[..., :-2] - xi
+        d_e = xe[..., 2:] - xi
+    else:
+        xi = x[..., 1:-1, :]
+        d_w = _shift_columns(xi, 1) - xi
+        d_e = _shift_columns(xi, -1) - xi
+    d_n = x[..., :-2, :] - xi
+    d_s = x[..., 2:, :] - xi
+    w = jnp.asarray(geo.w_phi, dtype=dtype)
     # Polar caps: net flux through their single face (HipFT's fn2_fn1, fs2_fs1).
-    fn = jnp.sum(pn * ((x[..., 1, :] - x[..., 0, :]) * w), axis=-1, keepdims=True)
-    fs = jnp.sum(ps * ((x[..., -2, :] - x[..., -1, :]) * w), axis=-1, keepdims=True)
+    if coefs[0] == "scalar":
+        sum_n = jnp.sum((x[..., 1, :] - x[..., 0, :]) * w, axis=-1, keepdims=True)
+        sum_s = jnp.sum((x[..., -2, :] - x[..., -1, :]) * w, axis=-1, keepdims=True)
+        nu = coefs[1]
+        st_i2 = jnp.asarray(geo.st_i2, dtype=dtype)
+        col_w = jnp.asarray(geo.col_w, dtype=dtype)
+        col_e = jnp.asarray(geo.col_e, dtype=dtype)
+        g_n = jnp.asarray(geo.g_n, dtype=dtype)
+        g_s = jnp.asarray(geo.g_s, dtype=dtype)
+        y_int = nu * ((d_w * col_w + d_e * col_e) * st_i2 + (d_n * g_n + d_s * g_s))
+        y_n = (2.0 * geo.pole_n) * nu[..., 0, :] * sum_n
+        y_s = (2.0 * geo.pole_s) * nu[..., 0, :] * sum_s
+    else:
+        _, c_w, c_e, c_n, c_s, pn, ps = coefs
+        st_i2 = jnp.asarray(geo.st_i2, dtype=dtype)
+        y_int = (d_w * c_w + d_e * c_e) * st_i2 + (d_n * c_n + d_s * c_s)
+        y_n = jnp.sum(pn * ((x[..., 1, :] - x[..., 0, :]) * w), axis=-1, keepdims=True)
+        y_s = jnp.sum(ps * ((x[..., -2, :] - x[..., -1, :]) * w), axis=-1, keepdims=True)
     shape = jnp.broadcast_shapes(y_int.shape, x.shape[:-2] + y_int.shape[-2:])
     y_int = jnp.broadcast_to(y_int, shape)
     row = shape[:-2] + (1, shape[-1])
-    y_n = jnp.broadcast_to(fn[..., None, :], row)
-    y_s = jnp.broadcast_to(fs[..., None, :], row)
+    y_n = jnp.broadcast_to(y_n[..., None, :], row)
+    y_s = jnp.broadcast_to(y_s[..., None, :], row)
+    # A concatenate along θ (not the last axis) fuses into the consumer.
     return jnp.concatenate([y_n, y_int, y_s], axis=-2)
 
 
@@ -192,11 +248,11 @@ def diffusion_operator(grid: SftGrid) -> Callable[[Field, NuLike], Field]:
         (..., n_theta+1, n_phi)); ``y`` has the unit of ``br`` per hour. Pole rows of ``y``
         are single-valued.
     """
-    w_phi = _geometry(grid).w_phi
+    geo = _geometry(grid)
 
     def apply(br: Field, nu: NuLike) -> Field:
         x = jnp.asarray(br)
-        return _apply(x, _coefficients(jnp.asarray(nu), grid, x.dtype), w_phi)
+        return _apply(x, _coefficients(jnp.asarray(nu), grid, x.dtype), geo)
 
     return apply
 
@@ -443,18 +499,34 @@ def plan_diffusion(
 
 
 # ----------------------------------------------------------------------------- steps
+def _pin_poles(x: Array) -> Array:
+    """Pole rows set to their first column's value, in place.
+
+    XLA CPU may contract multiply-adds into FMAs differently in the vectorised body and in
+    the scalar tail of a fused loop, so a stage update can leave a pole row 1 ulp apart
+    across φ; HipFT's pole rows hold one value.
+    """
+    row = x.shape[:-2] + (1, x.shape[-1])
+    zeros = (0,) * (x.ndim - 2)
+    x = jax.lax.dynamic_update_slice(x, jnp.broadcast_to(x[..., :1, :1], row), (*zeros, 0, 0))
+    last = x.shape[-2] - 1
+    return jax.lax.dynamic_update_slice(
+        x, jnp.broadcast_to(x[..., -1:, :1], row), (*zeros, last, 0)
+    )
+
+
 def _euler_cycle(grid: SftGrid, n: int):
-    w_phi = _geometry(grid).w_phi
+    geo = _geometry(grid)
 
     def cycle(br, nu, dt_cycle):
         h = dt_cycle / n
         coefs = _coefficients(nu, grid, br.dtype)
 
         def body(x, _):
-            return x + h * _apply(x, coefs, w_phi), None
+            return x + h * _apply(x, coefs, geo), None
 
         out, _ = jax.lax.scan(body, br, None, length=n)
-        return out
+        return _pin_poles(out)
 
     return cycle
 
@@ -463,24 +535,38 @@ def _sts_cycle(grid: SftGrid, coef: StsCoefficients):
     # Stage j >= 2 coefficients as scan inputs (HipFT diffusion_step_sts_cd).
     xs = np.stack([coef.u[1:], coef.v[1:], coef.one_minus_uv[1:], coef.ub[1:], coef.g[1:]], axis=1)
     ub1 = float(coef.ub[0])
-    w_phi = _geometry(grid).w_phi
+    n_pairs, odd = divmod(xs.shape[0], 2)
+    geo = _geometry(grid)
 
     def cycle(br, nu, dt_cycle):
         coefs = _coefficients(nu, grid, br.dtype)
-        op = lambda x: _apply(x, coefs, w_phi)
         u0 = br
-        dty0 = dt_cycle * op(br)
+        # Through a halo: the concatenate makes XLA keep ``br`` in memory, rather than
+        # re-evaluating its producer (e.g. an advection stage) at the five stencil offsets.
+        dty0 = dt_cycle * _apply(_with_halo(br), coefs, geo, halo=True)
         u1 = u0 + ub1 * dty0
 
-        def body(carry, c):
-            ukm1, ukm2 = carry
+        def stage(c, ukm1, ukm2):
             uj, vj, omuv, ubj, gj = c[0], c[1], c[2], c[3], c[4]
-            y = op(ukm1)
-            new = uj * ukm1 + vj * ukm2 + omuv * u0 + (ubj * dt_cycle) * y + gj * dty0
-            return (new, ukm1), None
+            y = _apply(ukm1, coefs, geo)
+            return uj * ukm1 + vj * ukm2 + omuv * u0 + (ubj * dt_cycle) * y + gj * dty0
 
-        (out, _), _ = jax.lax.scan(body, (u1, u0), jnp.asarray(xs, dtype=u0.dtype))
-        return out
+        # Two stages per scan step: the carry (u_j, u_{j-1}) then comes out as two new
+        # arrays. With one stage per step, u_j would pass from one carry slot to the other,
+        # and XLA copies the carry buffers (three full-size copies per stage, more memory
+        # traffic than the stage itself).
+        def body(carry, c2):
+            ukm1, ukm2 = carry
+            mid = stage(c2[0], ukm1, ukm2)
+            return (stage(c2[1], mid, ukm1), mid), None
+
+        carry = (u1, u0)
+        if n_pairs:
+            pairs = jnp.asarray(xs[: 2 * n_pairs].reshape(n_pairs, 2, 5), dtype=u0.dtype)
+            carry, _ = jax.lax.scan(body, carry, pairs)
+        if odd:
+            carry = (stage(jnp.asarray(xs[-1], dtype=u0.dtype), *carry), carry[0])
+        return _pin_poles(carry[0])
 
     return cycle
 

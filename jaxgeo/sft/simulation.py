@@ -182,12 +182,22 @@ def make_flows(physics: Physics) -> Callable[[Params, Field, Array], tuple[Array
         if physics.vtheta_const:
             vt = vt + flows.constant_vtheta(grid, params.vtheta_const_km_s, ghosts=True)
         if physics.attenuate:
-            # B_att = 1/inv_b_att; HipFT's "no attenuation" (inv = 0) gives tanh(0) = 0.
+            # HipFT's v ← v (1 − tanh(max(|B| of the face's two cells) / B_att)), as
+            # flows.attenuate, with inv_b_att = 1/B_att (0: no attenuation, tanh(0) = 0).
+            # tanh is monotonic and scaling by 1/B_att > 0 keeps the order, so the face's
+            # tanh of the larger |B| is the larger of the two cells' tanh: one tanh per cell
+            # instead of one per face (two per cell); XLA keeps the (expensive) tanh array
+            # in memory for its four uses.
             inv = params.inv_b_att
             safe = jnp.where(inv > 0, inv, 1.0)
-            vt_a, vp_a = flows.attenuate(grid, vt, vp, br, 1.0 / safe)
-            vt = jnp.where(inv > 0, vt_a, vt)
-            vp = jnp.where(inv > 0, vp_a, vp)
+            th = jnp.where(inv > 0, jnp.tanh(jnp.abs(br) * safe), 0.0)
+            fac_t = 1.0 - jnp.maximum(th[..., :-1, :], th[..., 1:, :])
+            fac_p = 1.0 - jnp.maximum(th, jnp.roll(th, -1, axis=-1))
+            # The ghost θ faces beyond the poles stay unattenuated, as in HipFT.
+            vt = jnp.concatenate(
+                [vt[..., :1, :], vt[..., 1:-1, :] * fac_t, vt[..., -1:, :]], axis=-2
+            )
+            vp = vp * fac_p
         return vt, vp
 
     return compute
