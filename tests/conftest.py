@@ -17,6 +17,14 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property tests run JAX code whose first call compiles: no per-example deadline, so a loaded
+# CI machine cannot turn compile time into a flaky failure.
+settings.register_profile(
+    "jaxgeo", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("jaxgeo")
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
