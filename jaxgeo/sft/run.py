@@ -279,6 +279,7 @@ def run(
     bar = _progress_bar(cfg, sim, start_seg) if progress else None
     wall0 = time.perf_counter()
     n_steps = 0
+    i = start_seg - 1  # last segment done (a resumed, already finished run does none)
     for i in range(start_seg, n_seg):
         seg = sim.segments[i]
         br = ensemble.advance_segment(placement.advance, br, params, keys, seg)
@@ -311,7 +312,7 @@ def run(
     ckpt.close()
     finished = stop_after_segments is None or start_seg + (stop_after_segments or 0) >= n_seg
     summary = _summary(sim, out, finished, n_steps, wall, placement)
-    hist = sim.compute_history(placement.unpad(br), sim.segments[min(i, n_seg - 1)].t1)
+    hist = sim.compute_history(placement.unpad(br), sim.segments[max(0, min(i, n_seg - 1))].t1)
     _final_values(summary, sim, hist)
     if plots is not None:
         from .plot import plot_run
@@ -340,7 +341,8 @@ def _progress_bar(cfg: SftConfig, sim: Simulation, start_seg: int) -> Any:
         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} h [{elapsed}<{remaining}, {rate_fmt}]",
     )
     n_seg = len(sim.segments)
-    bar.update(sim.segments[start_seg].t0 - cfg.time.start_hours if start_seg < n_seg else 0)
+    done = cfg.time.end_hours if start_seg >= n_seg else sim.segments[start_seg].t0
+    bar.update(done - cfg.time.start_hours)
     return bar
 
 

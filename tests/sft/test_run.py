@@ -130,6 +130,16 @@ def test_resume_equals_uninterrupted_bit_for_bit(small_config, full_run, tmp_pat
     np.testing.assert_array_equal(a["flux_positive"].values, b["flux_positive"].values)
 
 
+def test_resuming_a_finished_run_changes_nothing(small_config, full_run, tmp_path):
+    out = tmp_path / "done.zarr"
+    shutil.copytree(full_run, out)
+    shutil.copytree(full_run.with_name(full_run.name + ".ckpt"), out.with_name(out.name + ".ckpt"))
+    before = open_store(out)["br"].values.copy()
+    summary = run(SftConfig.from_toml(small_config), out, resume=True, progress=False)
+    assert summary["ok"] and summary["steps"] == 0
+    np.testing.assert_array_equal(open_store(out)["br"].values, before)
+
+
 def test_existing_store_is_refused_and_untouched(small_config, full_run, capsys):
     before = {p: p.read_bytes() for p in sorted(full_run.rglob("*")) if p.is_file()}
     code = main(["sft", "run", str(small_config), "--out", str(full_run), "--no-progress"])
