@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from typing import Literal
 
 import jax.numpy as jnp
@@ -58,18 +59,7 @@ EncodingName = Literal[
     "direct",
     "cartesian3d",
 ]
-ENCODINGS: tuple[str, ...] = (
-    "sh",
-    "wrap",
-    "grid",
-    "theory",
-    "spherec",
-    "spherec+",
-    "spherem",
-    "spherem+",
-    "direct",
-    "cartesian3d",
-)
+ENCODINGS: tuple[str, ...] = typing.get_args(EncodingName)
 _MULTISCALE_WIDTH = {
     "grid": 4,
     "theory": 6,

@@ -58,8 +58,7 @@ def store_to_h5(
             f"--time-index {time_index} is out of range for store {src} with {n_t} stored times"
         )
     br = np.asarray(ds["br"].isel(time=time_index).values, dtype=np.float64)  # (R, lat, lon)
-    theta = np.radians(90.0 - ds["lat"].values[::-1])
-    grid = SftGrid(theta=theta, phi=np.radians(ds["lon"].values))
+    grid = SftGrid.from_store_coords(ds["lat"].values, ds["lon"].values)
     data = br[:, ::-1, :]
     data = np.concatenate([data, data[..., :1]], axis=-1)
     n_r = data.shape[0]

@@ -182,6 +182,15 @@ class SftGrid:
             )
         return cls(theta=np.asarray(theta, dtype=np.float64), phi=p[:-1])
 
+    @classmethod
+    def from_store_coords(cls, lat_deg: ArrayLike, lon_deg: ArrayLike) -> SftGrid:
+        """Grid of a run store's ``lat`` (ascending, both poles) and ``lon`` (degrees east)."""
+        lat = np.asarray(lat_deg, dtype=np.float64)
+        return cls(
+            theta=np.radians(90.0 - lat[::-1]),
+            phi=np.radians(np.asarray(lon_deg, dtype=np.float64)),
+        )
+
     def hipft_phi(self) -> np.ndarray:
         """φ with the periodic end point appended, for writing HipFT/PSI maps."""
         return np.append(self.phi, self.phi[0] + TWO_PI)

@@ -462,8 +462,7 @@ def read_initial_map(path: Path) -> tuple[SftGrid, np.ndarray]:
         br = np.asarray(ds["br"].isel(time=-1).values, dtype=np.float64)  # (R, lat, lon)
         lat = np.asarray(ds["lat"].values)
         lon = np.asarray(ds["lon"].values)
-        theta = np.radians(90.0 - lat[::-1])
-        grid = SftGrid(theta=theta, phi=np.radians(lon))
+        grid = SftGrid.from_store_coords(lat, lon)
         data = br[:, ::-1, :]
     else:
         from ..io import read_hipft_map
