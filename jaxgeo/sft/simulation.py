@@ -153,11 +153,16 @@ class Physics:
         return self.rfe is not None or self.static_source is not None
 
 
-def make_flows(physics: Physics) -> Callable[[Params, Field, Array], tuple[Array, Array]]:
+def make_flows(
+    physics: Physics, *, file_columns: Callable[[Array], Array] | None = None
+) -> Callable[[Params, Field, Array], tuple[Array, Array]]:
     """``flows(params, br, t) -> (vt, vp)`` on HipFT's faces (vt with ghost faces), R_sun/h.
 
     Follows HipFT's ``update_flow``: flows from files, meridional flow, differential rotation,
     rigid rotation, constant v_θ, then attenuation by the current field.
+
+    ``file_columns`` maps the flows read from files (on the whole grid) to the columns of
+    ``physics.grid`` (a longitude block of a decomposed run); by default they are used as is.
     """
     grid = physics.grid
 
@@ -167,6 +172,8 @@ def make_flows(physics: Physics) -> Callable[[Params, Field, Array], tuple[Array
         vp = jnp.zeros(grid.shape, dtype)
         if physics.flow_series is not None:
             vt_f, vp_f = flows.interpolate_flow(physics.flow_series, t)
+            if file_columns is not None:
+                vt_f, vp_f = file_columns(vt_f), file_columns(vp_f)
             vt = vt + vt_f.astype(dtype)
             vp = vp + vp_f.astype(dtype)
         if physics.meridional:
@@ -285,20 +292,38 @@ def make_scan(physics: Physics, *, checkpoint_every: int = 0) -> Callable[..., F
     """Differentiable ``run(br, params, key, t0, dts) -> br_final`` of ONE
     realization over the steps ``dts`` (a 1-D array), with ``lax.scan``.
 
-    ``checkpoint_every`` > 0 rematerialises the step (``jax.checkpoint``) so memory stays
-    bounded for long runs.
+    ``checkpoint_every`` sets what reverse mode keeps in memory:
+
+    - 0: everything the steps' adjoints need (fastest for short runs, O(steps) of the step's
+      intermediates);
+    - 1: the field at every step (each step is rematerialised, ``jax.checkpoint``);
+    - k > 1: the field every k steps; a chunk of k steps is recomputed in the reverse pass,
+      keeping its k fields, then each step is rematerialised. With k ≈ √steps the memory is
+      O(√steps) fields for one extra forward run.
     """
     step = make_step(physics)
     if checkpoint_every:
         step = jax.checkpoint(step)
 
-    def run(br: Field, params: Params, key: Array, t0: Array, dts: Array) -> Field:
-        def body(carry, dt):
-            x, t = carry
+    def steps(carry: tuple[Field, Array], dts: Array, params: Params, key: Array):
+        def body(c, dt):
+            x, t = c
             return (step(x, params, key, t, dt), t + dt), None
 
-        (x, _), _ = jax.lax.scan(body, (br, jnp.asarray(t0, br.dtype)), dts)
-        return x
+        return jax.lax.scan(body, carry, dts)[0]
+
+    def run(br: Field, params: Params, key: Array, t0: Array, dts: Array) -> Field:
+        carry = (br, jnp.asarray(t0, br.dtype))
+        k = int(checkpoint_every)
+        n = dts.shape[0]
+        if k <= 1 or n <= k:
+            return steps(carry, dts, params, key)[0]
+        n_chunks = n // k
+        chunk = jax.checkpoint(lambda c, d: (steps(c, d, params, key), None))
+        carry, _ = jax.lax.scan(chunk, carry, dts[: n_chunks * k].reshape(n_chunks, k))
+        if n > n_chunks * k:
+            carry = steps(carry, dts[n_chunks * k :], params, key)
+        return carry[0]
 
     return run
 

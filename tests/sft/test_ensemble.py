@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxgeo.errors import ConfigError
 from jaxgeo.io import open_store
-from jaxgeo.sft import ensemble
+from jaxgeo.sft import ensemble, flows
 from jaxgeo.sft.config import SftConfig
 from jaxgeo.sft.grid import impose_pole_average
 from jaxgeo.sft.run import run
@@ -99,10 +98,41 @@ def test_lon_decomposition_equals_single_device(rough_sim):
     assert np.abs(bad - ref).max() > 1e-6 * scale
 
 
-def test_lon_refuses_what_it_does_not_decompose():
-    sim = build(_cfg(sources={"rfe": {"unsigned_flux_1e21_mx_per_hour": 1.0}}))
-    with pytest.raises(ConfigError, match="random flux emergence"):
-        ensemble.place(sim, shard="lon")
+def test_lon_decomposition_with_sources_and_file_flows(rough_sim):
+    """Random flux emergence, a static source and flows from files are drawn/read on the
+    whole sphere and cut per block: the decomposed run equals the single-device run."""
+    base = build(
+        _cfg(
+            ensemble={"diffusion.nu_km2_s": [200.0, 600.0]},
+            sources={"rfe": {"unsigned_flux_1e21_mx_per_hour": 5.0}},
+        )
+    )
+    grid = base.grid
+    rng = np.random.default_rng(1)
+    static = rng.normal(0.0, 0.5, grid.shape)
+    static[0], static[-1] = static[0, 0], static[-1, 0]  # a pole cap holds one value
+    # Two flows from "files" (v_φ varying in longitude, so a wrong cut shows), switching at 2 h.
+    vt = rng.normal(0.0, 2e-4, (2, grid.n_theta + 1, grid.n_phi))
+    vt[:, 0], vt[:, -1] = 0.0, 0.0
+    vp = rng.normal(0.0, 2e-4, (2, *grid.shape))
+    series = flows.FlowSeriesArrays(
+        times=jnp.asarray([0.0, 2.0]),
+        vt=jnp.asarray(vt),
+        vp=jnp.asarray(vp),
+        period=jnp.asarray(4.0),
+    )
+    physics = dataclasses.replace(base.physics, static_source=static, flow_series=series)
+    sim = dataclasses.replace(base, physics=physics, br0=rough_sim.br0[:, :, :64])
+    assert sim.grid.n_phi == 64
+    ref = _advance_all(sim, sim.advance, sim.br0, sim.params, sim.keys)
+    placement = ensemble.place(sim, shard="lon")
+    br, params, keys = placement.put_state(sim.br0, sim.params, sim.keys)
+    out = _advance_all(sim, placement.advance, br, params, keys)
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=0, atol=1e-13 * scale)
+    # The sources and file flows matter (the comparison is not vacuous).
+    plain = _advance_all(rough_sim, rough_sim.advance, sim.br0, sim.params, sim.keys)
+    assert np.abs(plain - ref).max() > 1e-3 * scale
 
 
 # ------------------------------------------------------------------------------ run stores
