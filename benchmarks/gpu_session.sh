@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The flux-transport measurements of one GPU session (run from the repository root on the GPU
-# machine; it has jax but not zarr, which travels as wheels in .whl/). Figures go to $OUT and
-# into benchmarks/RESULTS.md by hand, with the card named.
+# The measurements of one GPU session (run from the repository root on the GPU machine; it has
+# jax but not zarr/orbax, which travel as wheels in .whl/). Figures go to $OUT and into
+# benchmarks/RESULTS.md by hand, with the card named. Each part has its own time limit so one
+# slow part cannot eat the session.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -9,6 +10,11 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 export PYTHONPATH="$PWD:/tmp/site" JAXGEO_SHARED_DATA="$PWD/.bench_data" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-timeout 150 python3 benchmarks/sft_vs_hipft.py --steps 672 --repeats 2 | tee "$OUT/sft_vs_hipft.jsonl"
-timeout 120 python3 benchmarks/sft_ensemble_scaling.py --n 1,4,16,64,256 --steps 200 | tee "$OUT/ensemble.jsonl"
-timeout 100 python3 -m jaxgeo.cli -q sft validate --json | tee "$OUT/validate.json"
+# Flux transport: the full step after this session's kernel changes (regression check), and
+# the reverse-mode gradient's cost and memory at 1°.
+timeout 100 python3 benchmarks/sft_kernels.py --kernels full_step --steps 200 --repeats 3 \
+  | tee "$OUT/sft_kernels.jsonl"
+timeout 150 python3 benchmarks/sft_gradient.py --rotations 1 --memory-only-rotations 12 \
+  --repeats 2 | tee "$OUT/sft_gradient.jsonl"
+# Extra parts appended by the session (location encoders, hyperspectral) follow.
+if [ -f benchmarks/gpu_session_extra.sh ]; then bash benchmarks/gpu_session_extra.sh; fi
