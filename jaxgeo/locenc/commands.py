@@ -6,11 +6,16 @@ import argparse
 from pathlib import Path
 
 from .datasets import DATASETS
-from .encodings import ENCODINGS
+from .encodings import ENCODINGS, PRECISIONS
 from .networks import NETWORKS
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import jax
+
+    # float64 inside the float32 SH encoding (Encoding.precision="high", the default) needs x64;
+    # the model itself stays float32 (its dtype is explicit everywhere).
+    jax.config.update("jax_enable_x64", True)
     from ..cli import print_summary
     from .encodings import Encoding
     from .model import ModelConfig
@@ -23,6 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         n_frequencies=args.frequencies,
         min_radius=args.min_radius,
         max_radius=args.max_radius,
+        precision=args.precision,
     )
     model_config = ModelConfig(
         encoding=encoding,
@@ -71,6 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--encoding", default="sh", choices=ENCODINGS)
     p.add_argument("--degree", type=int, default=10, help="highest SH degree L (sh)")
+    p.add_argument(
+        "--precision",
+        default="high",
+        choices=PRECISIONS,
+        help="sh evaluation: float64 inside, rounded once (high), or float32 (default)",
+    )
     p.add_argument("--network", default="siren", choices=NETWORKS)
     p.add_argument("--frequencies", type=int, default=16, help="scales (multi-scale encodings)")
     p.add_argument("--min-radius", type=float, default=0.01, help="smallest scale, radians")

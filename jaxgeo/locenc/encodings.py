@@ -8,7 +8,11 @@ Families (Rußwurm et al. 2024, ICLR, and the works they compare with):
 
 - ``sh``: all real orthonormal spherical harmonics with degree ``l <= degree`` from
   :func:`jaxgeo.sphere.real_sph_harm` ((degree + 1)² features). NB the PyTorch reference counts
-  "legendre_polys" L = degree + 1 (its L = 10 is our degree 9).
+  "legendre_polys" L = degree + 1 (its L = 10 is our degree 9). With ``precision="high"`` (the
+  default) float32 inputs are converted to radians and the harmonics evaluated in float64,
+  rounded once to float32: ~1e-7 from float64 at the same inputs up to degree 200, where the
+  float32 evaluation (``precision="default"``) is off by ~l·eps·|Y| (6e-5 at degree 100),
+  because θ and φ themselves are then only float32 and Y_lm varies by ~l|Y| per radian.
 - The "double Fourier sphere" family, multi-scale sinusoids of latitude φ and longitude λ
   (radians) at ``n_frequencies`` scales ``r_s = min_radius · (max_radius/min_radius)^(s/(S−1))``
   (geometric, Mai et al. 2020 "Space2Vec"), angular frequency ``ω_s = 1/r_s``, writing
@@ -37,6 +41,7 @@ import math
 import typing
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
@@ -45,7 +50,7 @@ from jaxgeo.config import option
 from jaxgeo.errors import ConfigError, InputError
 from jaxgeo.sphere import real_sph_harm
 
-__all__ = ["ENCODINGS", "Encoding", "EncodingName", "lonlat_to_theta_phi"]
+__all__ = ["ENCODINGS", "PRECISIONS", "Encoding", "EncodingName", "lonlat_to_theta_phi"]
 
 EncodingName = Literal[
     "sh",
@@ -60,6 +65,8 @@ EncodingName = Literal[
     "cartesian3d",
 ]
 ENCODINGS: tuple[str, ...] = typing.get_args(EncodingName)
+Precision = Literal["high", "default"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 _MULTISCALE_WIDTH = {
     "grid": 4,
     "theory": 6,
@@ -89,6 +96,10 @@ class Encoding:
         min_radius: smallest scale r_min in radians (finest wavelength / 2π).
         max_radius: largest scale r_max in radians; 1 makes the coarsest sphereC scale exactly
             the 3D unit vector.
+        precision: ``sh`` only: ``"high"`` evaluates float32 inputs in float64 (degrees to
+            radians included) and rounds once, ~1e-7 accurate to degree 200 (needs
+            ``jax_enable_x64``); ``"default"`` evaluates in the inputs' dtype (6e-5 at degree
+            100 in float32, ~1.5-3x faster on CPU). No effect on float64 inputs.
     """
 
     name: EncodingName = option("sh", doc="positional encoding", choices=ENCODINGS)
@@ -96,10 +107,17 @@ class Encoding:
     n_frequencies: int = option(16, doc="number of scales (multi-scale encodings)", ge=1)
     min_radius: float = option(0.01, doc="smallest scale", unit="rad", gt=0.0)
     max_radius: float = option(1.0, doc="largest scale", unit="rad", gt=0.0)
+    precision: Precision = option(
+        "high", doc="sh evaluation: float64 inside (high) or the input dtype", choices=PRECISIONS
+    )
 
     def __post_init__(self) -> None:
         if self.name not in ENCODINGS:
             raise ConfigError(f"encoding must be one of {', '.join(ENCODINGS)}, got {self.name!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"encoding precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.max_radius < self.min_radius:
             raise ConfigError(
                 f"encoding max_radius ({self.max_radius}) must be >= min_radius ({self.min_radius})"
@@ -166,6 +184,17 @@ def _flatten_scales(parts: list[Array]) -> Array:
 
 
 def _sh(enc: Encoding, lon: Array, lat: Array) -> Array:
+    dtype = lon.dtype
+    if enc.precision == "high" and jnp.finfo(dtype).bits < 64:
+        if not jax.config.read("jax_enable_x64"):
+            raise ConfigError(
+                "Encoding('sh', precision='high') evaluates float32 input in float64, which needs "
+                "jax.config.update('jax_enable_x64', True); or pass precision='default'"
+            )
+        # The radians must be formed in float64 too: rounding θ, φ to float32 alone costs
+        # ~l·eps·|Y| (θ's float32 ulp times dY/dθ ~ l Y), whatever the harmonics are computed in.
+        theta, phi = lonlat_to_theta_phi(lon.astype(jnp.float64), lat.astype(jnp.float64))
+        return real_sph_harm(enc.degree, theta, phi).astype(dtype)
     theta, phi = lonlat_to_theta_phi(lon, lat)
     return real_sph_harm(enc.degree, theta, phi)
 

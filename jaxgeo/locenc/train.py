@@ -219,13 +219,13 @@ def _targets(dataset: Dataset, split: Split, dtype) -> Array:
     return jnp.asarray((split.y - dataset.target_mean) / dataset.target_std, dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=256)
 def _jitted_apply(config: ModelConfig) -> Callable:
     merge = _make_merge(abstract_model(config))
     return jax.jit(lambda params, lon, lat: merge(params)(lon, lat))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=256)
 def _jitted_training(config: ModelConfig, task: str, train: TrainConfig) -> tuple:
     # Compiled once per (model, task, optimiser, batch size): repeated fits (seeds, resumes,
     # experiment tables) reuse the executables instead of retracing new closures.
@@ -308,8 +308,6 @@ def fit(
         FileFormatError: ``resume`` without a checkpoint to resume from.
     """
     _check_model_for(dataset, model_config)
-    from jaxgeo.io import Checkpointer
-
     run_info = {
         "model_config": model_config.to_dict(),
         "train_config": train_config.to_dict(),
@@ -333,6 +331,10 @@ def fit(
             raise StoreExistsError(
                 f"{checkpoint_dir} already holds a run; use --resume or another directory"
             )
+        # Imported only here: runs without checkpoints (experiment tables on a bare GPU
+        # machine) need neither orbax nor jaxgeo.io's zarr.
+        from jaxgeo.io import Checkpointer
+
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         run_json.write_text(json.dumps(run_info, indent=2) + "\n")
         ckpt = Checkpointer(checkpoint_dir / "checkpoints", max_to_keep=2)
