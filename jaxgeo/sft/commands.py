@@ -25,6 +25,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "give either a CONFIG file or --default (the packaged CR2252 run), not both"
         )
     _enable_x64()
+    from ..parallel import DistributedSpec, initialize
+
+    # Before anything touches the devices: a multi-host run joins its coordinator first.
+    initialize(DistributedSpec.from_env(args.coordinator, args.num_processes, args.process_id))
     path = default_config_path() if args.default else Path(args.config)
     cfg = SftConfig.from_toml(path)
     from .run import run

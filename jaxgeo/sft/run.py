@@ -33,10 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ..errors import FileFormatError, InputError, StoreExistsError
 from ..io import append, committed_sizes, create_store, open_store, read_attrs
-from ..parallel import barrier, is_coordinator
+from ..parallel import REALIZATION_AXIS, barrier, is_coordinator, pad_leading, select_devices
+from ..parallel.distributed import interleave_processes, native_stdout_to_stderr, put_global
 from . import diagnostics, ensemble
 from .config import SftConfig
 from .simulation import Simulation, build, realization_table
@@ -202,9 +205,21 @@ def run(
     out = Path(out)
     multi = jax.process_count() > 1
     if multi:
-        return _run_multiprocess(
-            cfg, out, overwrite=overwrite, resume=resume, plots=plots, devices=devices
-        )
+        if shard != "realization":
+            raise InputError(
+                "multi-process runs split realizations over processes; --shard lon works "
+                "within one process only"
+            )
+        with native_stdout_to_stderr():
+            return _run_multiprocess(
+                cfg,
+                out,
+                overwrite=overwrite,
+                resume=resume,
+                plots=plots,
+                devices=devices,
+                stop_after_segments=stop_after_segments,
+            )
     _check_out(out, overwrite=overwrite, resume=resume)
     cfg = cfg.with_absolute_paths()
     config_text = cfg.to_toml()
@@ -380,15 +395,6 @@ def _final_values(summary: dict[str, Any], sim: Simulation, hist: dict[str, np.n
 
 
 # ------------------------------------------------------------------------ several processes
-def _gather(x: jax.Array) -> np.ndarray:
-    """Every process's copy of a (possibly process-spanning) array."""
-    if x.is_fully_addressable:
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
 def _local_rows(br: jax.Array, n_real: int) -> list[tuple[slice, np.ndarray]]:
     """The realization rows this process holds, as (slice of the realization axis, values)."""
     rows = []
@@ -404,6 +410,22 @@ def _local_rows(br: jax.Array, n_real: int) -> list[tuple[slice, np.ndarray]]:
     return rows
 
 
+def _schedule_counts(sim: Simulation) -> tuple[list[float], list[float], list[int], list[int]]:
+    """Map and history times of the whole run (start included) from the segment schedule, and,
+    per segment, how many of each are stored once that segment is done."""
+    t0 = sim.config.time.start_hours
+    map_times, hist_times = [t0], [t0]
+    maps_done, hist_done = [], []
+    for seg in sim.segments:
+        if "history" in seg.events or "end" in seg.events:
+            hist_times.append(seg.t1)
+        if "map" in seg.events or "end" in seg.events:
+            map_times.append(seg.t1)
+        maps_done.append(len(map_times))
+        hist_done.append(len(hist_times))
+    return map_times, hist_times, maps_done, hist_done
+
+
 def _run_multiprocess(
     cfg: SftConfig,
     out: Path,
@@ -412,6 +434,7 @@ def _run_multiprocess(
     resume: bool,
     plots: str | Path | None,
     devices: int | None,
+    stop_after_segments: int | None = None,
 ) -> dict[str, Any]:
     """One process of a ``jax.distributed`` run: SPMD over every process's devices.
 
@@ -419,106 +442,203 @@ def _run_multiprocess(
     history time known from the schedule) with one realization per chunk; after each map
     every process writes the realizations it holds into their region, the coordinator writes
     the history rows and statistics (small, gathered to every process), and commits the new
-    length once all processes passed a barrier.
+    length once all processes passed a barrier. Then every process saves its shards of the
+    state into one orbax checkpoint beside the store; ``resume`` restores it (on the same
+    process and device counts) and rewrites nothing already committed differently: regions
+    are rewritten with the same values at worst.
     """
-    if resume:
-        raise InputError("--resume is not supported for multi-process runs yet; start again")
-    if is_coordinator():
-        _check_out(out, overwrite=overwrite, resume=False)
-        if out.exists():
-            shutil.rmtree(out)
+    # Every process checks (they share the file system), so that a refusal stops all of them
+    # rather than leaving the others waiting at a barrier for a coordinator that gave up.
+    _check_out(out, overwrite=overwrite, resume=resume)
     cfg = cfg.with_absolute_paths()
+    config_text = cfg.to_toml()
+    if resume:
+        stored = read_attrs(out)
+        if stored.get("config") not in (None, config_text):
+            raise InputError(
+                f"--resume: the config differs from the one {out} was written with; "
+                "resume with the same config or start again with --overwrite"
+            )
+        if stored.get("processes") not in (None, jax.process_count()):
+            raise InputError(
+                f"--resume: {out} was written by {stored['processes']} processes, this run has "
+                f"{jax.process_count()}; resume with the same number of processes"
+            )
     sim = build(cfg)
-    placement = ensemble.place(sim, devices=devices, shard="realization")
-    br, params, keys = placement.put_state(sim.br0, sim.params, sim.keys)
     n_r = sim.n_realizations
+    n_proc = jax.process_count()
+    # Round-robin over processes, so that the mesh over the first min(R, devices) devices
+    # gives every process realizations to compute and write (--devices N: the first N of
+    # that order).
+    pool = select_devices(devices, interleave_processes(jax.devices()))
+    used = {d.process_index for d in pool[: min(n_r, len(pool))]}
+    if len(used) < n_proc:
+        raise InputError(
+            f"a run over {n_proc} processes needs at least {n_proc} realizations and devices "
+            f"on every process; got {n_r} realization(s) on {len(pool)} device(s) of "
+            f"processes {sorted(used)}"
+        )
+    placement = ensemble.place(sim, devices=pool, shard="realization")
+    assert placement.mesh is not None  # several processes: several devices and members
+    members = NamedSharding(placement.mesh, P(REALIZATION_AXIS))
+    replicated = NamedSharding(placement.mesh, P())
+
+    def put_members(tree: Any) -> Any:
+        return put_global(pad_leading(tree, placement.n_padded), members)
+
+    br = put_members(sim.br0)
+    params, keys = put_members(sim.params), put_members(sim.keys)
     t0 = cfg.time.start_hours
-    map_times = [t0, *sim.map_times]
-    hist_times = [t0, *sim.history_times]
+    map_times, hist_times, maps_done, hist_done = _schedule_counts(sim)
+    n_seg = len(sim.segments)
+    ckpt_path = checkpoint_dir(out)
+    log.info(
+        "process %d of %d: %d realization(s) on %d device(s) (%d local), %d segments",
+        jax.process_index(),
+        n_proc,
+        n_r,
+        placement.n_devices,
+        sum(d.process_index == jax.process_index() for d in placement.mesh.devices.flat),
+        n_seg,
+    )
+
+    # Small results (histories, statistics, the finiteness check) come out of their programs
+    # replicated on every device, so each is one collective and every process reads it.
+    history_all = jax.jit(sim.history, out_shardings=replicated)
+    stats_all = jax.jit(
+        lambda x: ensemble.ensemble_statistics(placement.unpad(x)), out_shardings=replicated
+    )
+    finite_all = jax.jit(lambda x: jnp.all(jnp.isfinite(x)), out_shardings=replicated)
 
     def history(br: jax.Array, t: float) -> dict[str, np.ndarray]:
-        exact = None if sim.exact is None else jnp.asarray(sim.exact(t), br.dtype)
-        if exact is not None:
-            exact = placement.put_field(exact)
-        return {k: _gather(v)[:n_r] for k, v in sim.history(br, exact).items()}
+        exact = None
+        if sim.exact is not None:
+            exact = put_members(jnp.asarray(sim.exact(t), br.dtype))
+        return {k: np.asarray(v)[:n_r] for k, v in history_all(br, exact).items()}
 
-    def stats(br: jax.Array) -> dict[str, np.ndarray] | None:
-        if n_r < 2:
-            return None
-        real = placement.unpad(br)
-        return {
-            k: _gather(v)
-            for k, v in ensemble._stats_jit(real, quantiles=ensemble.QUANTILES).items()
-        }
+    def assimilate(br: jax.Array, t: float) -> jax.Array:
+        if sim.assimilation is None:
+            return br
+        k = sim.assimilation.index_at(t)
+        if k is None:
+            return br
+        obs = put_global(np.asarray(sim.assimilation.obs_br[k]), replicated)
+        return sim.assimilation.apply(br, params, obs, k)
 
     def write_maps(br: jax.Array, k: int, t: float) -> None:
+        if not bool(finite_all(br)):
+            raise FloatingPointError(
+                f"the field became non-finite by t = {t:.4g} h; the run is unstable "
+                "(reduce time.dt_max_hours or check the parameters)"
+            )
         for sl, values in _local_rows(br, n_r):
             ds = _map_dataset(sim, values, t, realizations=np.arange(sl.start, sl.stop))
             ensemble.write_region(out, ds, {"realization": sl, "time": slice(k, k + 1)})
-        st = stats(br)
-        if is_coordinator() and st is not None:
-            ensemble.write_region(out, _map_dataset(sim, None, t, st), {"time": slice(k, k + 1)})
-
-    if sim.assimilation is not None:
-        k = sim.assimilation.index_at(t0)
-        if k is not None:
-            br = sim.assimilation.apply(br, params, sim.assimilation.obs_br[k], k)
-    hist0 = history(br, t0)
-    if is_coordinator():
-        template = _initial_dataset(sim, _map_dataset(sim, np.asarray(sim.br0), t0, None), hist0)
         if n_r >= 2:
-            zeros = {
-                "mean": np.zeros(sim.grid.shape),
-                "std": np.zeros(sim.grid.shape),
-                "quantile": np.zeros((len(ensemble.QUANTILES),) + sim.grid.shape),
-            }
-            template = xr.merge([template, _map_dataset(sim, None, t0, zeros)])
-        template = template.reindex(time=map_times, history_time=hist_times)
-        ensemble.create_region_store(
-            out,
-            template,
-            {"time": len(map_times), "history_time": len(hist_times)},
-            attrs={
-                "config": cfg.to_toml(),
-                "title": "jaxgeo surface flux transport run",
-                "dt_hours": sim.dt_step,
-                "processes": jax.process_count(),
-            },
-            committed={"time": 0, "history_time": 0},
-        )
-    barrier("sft-store-created")
-    write_maps(br, 0, t0)
-    hist_rows: list[tuple[float, dict[str, np.ndarray]]] = [(t0, hist0)]
-    n_hist_written = 0
-    n_maps = 1
+            # A collective: every process takes part, the coordinator writes.
+            st = {name: np.asarray(v) for name, v in stats_all(br).items()}
+            if is_coordinator():
+                ds = _map_dataset(sim, None, t, st)
+                ensemble.write_region(out, ds, {"time": slice(k, k + 1)})
+
+    from ..io import Checkpointer
+
+    pending: list[tuple[float, dict[str, np.ndarray]]] = []
+
+    def commit(tag: str, n_maps: int, n_hist: int) -> None:
+        """Coordinator writes the pending history rows; all meet; the new lengths count."""
+        if is_coordinator() and pending:
+            region = {"history_time": slice(n_hist - len(pending), n_hist)}
+            ensemble.write_region(out, _history_dataset(sim, pending), region)
+        pending.clear()
+        barrier(f"sft-written-{tag}")
+        if is_coordinator():
+            ensemble.commit_sizes(out, {"time": n_maps, "history_time": n_hist})
+
+    if resume:
+        ckpt = Checkpointer(ckpt_path, create=False)
+        target = jax.ShapeDtypeStruct(br.shape, br.dtype, sharding=members)
+        state, meta = ckpt.restore(target={"br": target})
+        br = state["br"]
+        last = int(meta["segment"])
+        start_seg = last + 1
+        n_maps, n_hist = maps_done[last], hist_done[last]
+        log.info("resuming at t = %.4g h (segment %d of %d)", meta["time_hours"], start_seg, n_seg)
+        barrier("sft-restored")
+    else:
+        br = assimilate(br, t0)
+        hist0 = history(br, t0)
+        barrier("sft-checked")  # nobody looks at `out` any more before the coordinator
+        if is_coordinator():
+            if out.exists():
+                shutil.rmtree(out)
+            if ckpt_path.exists():
+                shutil.rmtree(ckpt_path)
+            template = _initial_dataset(
+                sim, _map_dataset(sim, np.asarray(sim.br0), t0, None), hist0
+            )
+            if n_r >= 2:
+                zeros = {
+                    "mean": np.zeros(sim.grid.shape),
+                    "std": np.zeros(sim.grid.shape),
+                    "quantile": np.zeros((len(ensemble.QUANTILES),) + sim.grid.shape),
+                }
+                template = xr.merge([template, _map_dataset(sim, None, t0, zeros)])
+            template = template.reindex(time=map_times, history_time=hist_times)
+            ensemble.create_region_store(
+                out,
+                template,
+                {"time": len(map_times), "history_time": len(hist_times)},
+                attrs={
+                    "config": config_text,
+                    "title": "jaxgeo surface flux transport run",
+                    "dt_hours": sim.dt_step,
+                    "processes": n_proc,
+                },
+                committed={"time": 0, "history_time": 0},
+            )
+            ckpt_path.mkdir(parents=True)
+        barrier("sft-store-created")
+        ckpt = Checkpointer(ckpt_path, max_to_keep=2, create=False)
+        start_seg = 0
+        n_maps, n_hist = 1, 1
+        write_maps(br, 0, t0)
+        pending.append((t0, hist0))
+        commit("start", n_maps, n_hist)
+
+    last_hist: dict[str, np.ndarray] | None = None
     n_steps = 0
     wall0 = time.perf_counter()
-    for seg in sim.segments:
+    i = start_seg - 1
+    for i in range(start_seg, n_seg):
+        seg = sim.segments[i]
         br = ensemble.advance_segment(placement.advance, br, params, keys, seg)
         n_steps += seg.n_full + (1 if seg.dt_last > 0 else 0)
-        if "assimilation" in seg.events and sim.assimilation is not None:
-            k = sim.assimilation.index_at(seg.t1)
-            if k is not None:
-                br = sim.assimilation.apply(br, params, sim.assimilation.obs_br[k], k)
+        if "assimilation" in seg.events:
+            br = assimilate(br, seg.t1)
         if "history" in seg.events or "end" in seg.events:
-            hist_rows.append((seg.t1, history(br, seg.t1)))
-        if "map" in seg.events or "end" in seg.events:
-            write_maps(br, n_maps, seg.t1)
-            n_maps += 1
-            if is_coordinator():
-                rows = hist_rows[n_hist_written:]
-                hds = _history_dataset(sim, rows)
-                region = {"history_time": slice(n_hist_written, n_hist_written + len(rows))}
-                ensemble.write_region(out, hds, region)
-            n_hist_written = len(hist_rows)
-            barrier(f"sft-map-{n_maps}")
-            if is_coordinator():
-                ensemble.commit_sizes(out, {"time": n_maps, "history_time": n_hist_written})
+            last_hist = history(br, seg.t1)
+            pending.append((seg.t1, last_hist))
+        is_map = "map" in seg.events or "end" in seg.events
+        if is_map or "checkpoint" in seg.events:
+            if is_map:
+                write_maps(br, n_maps, seg.t1)
+                n_maps += 1
+            n_hist += len(pending)
+            assert (n_maps, n_hist) == (maps_done[i], hist_done[i])
+            commit(f"segment-{i}", n_maps, n_hist)
+            ckpt.save(i, {"br": br}, {"segment": i, "time_hours": seg.t1})
+        if stop_after_segments is not None and i + 1 - start_seg >= stop_after_segments:
+            break
     jax.block_until_ready(br)
     wall = time.perf_counter() - wall0
     barrier("sft-done")
-    summary = _summary(sim, out, True, n_steps, wall, placement)
-    _final_values(summary, sim, hist_rows[-1][1])
+    ckpt.close()
+    finished = i + 1 >= n_seg
+    summary = _summary(sim, out, finished, n_steps, wall, placement)
+    if last_hist is None:
+        last_hist = history(br, sim.segments[max(0, min(i, n_seg - 1))].t1)
+    _final_values(summary, sim, last_hist)
     if plots is not None and is_coordinator():
         from .plot import plot_run
 
