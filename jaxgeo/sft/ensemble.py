@@ -54,7 +54,15 @@ from ..parallel import (
 from . import advection, diffusion
 from .flows import pole_flux_factors
 from .grid import SftGrid
-from .simulation import Params, Physics, Segment, Simulation, make_advance, make_flows
+from .simulation import (
+    Params,
+    Physics,
+    Segment,
+    Simulation,
+    cpu_block_size,
+    make_advance,
+    make_flows,
+)
 from .units import KM2_S_TO_RS2_HR
 
 __all__ = [
@@ -231,7 +239,9 @@ def place(
     n_r = sim.n_realizations
     if shard == "realization":
         if len(pool) == 1 or n_r == 1:
-            return Placement("realization", None, n_r, n_r, jax.jit(make_advance(sim.physics)))
+            block = cpu_block_size(sim.physics, n_r) if pool[0].platform == "cpu" else None
+            advance = jax.jit(make_advance(sim.physics, block=block))
+            return Placement("realization", None, n_r, n_r, advance)
         mesh = mesh_for(n_r, pool)
         return Placement(
             "realization", mesh, n_r, padded_size(n_r, mesh), jax.jit(make_advance(sim.physics))

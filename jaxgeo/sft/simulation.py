@@ -270,14 +270,21 @@ def make_step(physics: Physics) -> Callable[..., Field]:
     return step
 
 
-def make_advance(physics: Physics) -> Callable[..., Field]:
+def make_advance(physics: Physics, *, block: int | None = None) -> Callable[..., Field]:
     """``advance(br, params, keys, t0, dt, n) -> br`` for a batch of realizations.
 
     ``br`` (R, n_theta, n_phi), ``params`` with leading axis R, ``keys`` (R,) PRNG keys, and
     ``n`` a traced step count (``lax.fori_loop``: one compiled program for every segment).
     Forward only; use :func:`make_scan` to differentiate.
+
+    ``block``: None steps all realizations together (``vmap`` over R inside the step loop);
+    an integer runs the realizations ``block`` at a time, each block through all ``n`` steps
+    (``lax.map`` with ``batch_size``; the realizations are independent within a segment, so
+    the result is the same to round-off). On CPU a block that fits the cache is faster:
+    see :func:`cpu_block_size`.
     """
-    step = jax.vmap(make_step(physics), in_axes=(0, 0, 0, None, None))
+    one = make_step(physics)
+    step = jax.vmap(one, in_axes=(0, 0, 0, None, None))
 
     def advance(br: Field, params: Params, keys: Array, t0: Array, dt: Array, n: Array) -> Field:
         def body(i, x):
@@ -285,7 +292,42 @@ def make_advance(physics: Physics) -> Callable[..., Field]:
 
         return jax.lax.fori_loop(0, n, body, br)
 
-    return advance
+    if block is None:
+        return advance
+
+    def advance_blocks(
+        br: Field, params: Params, keys: Array, t0: Array, dt: Array, n: Array
+    ) -> Field:
+        def member(args: tuple[Field, Params, Array]) -> Field:
+            b, p, k = args
+
+            def body(i, x):
+                return one(x, p, k, t0 + i.astype(x.dtype) * dt, dt)
+
+            return jax.lax.fori_loop(0, n, body, b)
+
+        return jax.lax.map(member, (br, params, keys), batch_size=block)
+
+    return advance_blocks
+
+
+# A realization block of about this many cells keeps a step's working set in the CPU caches.
+_CPU_BLOCK_CELLS = 1 << 16
+
+
+def cpu_block_size(physics: Physics, n_realizations: int) -> int | None:
+    """The realization block :func:`make_advance` should use on one CPU device, or None.
+
+    Stepping all realizations together makes every array R times larger; once a step's
+    working set leaves the caches each stencil pass goes to memory. Measured at 1° (one pinned
+    core, 5 realizations, AFT flows + attenuation + RKG2): all together 27.6 ms per step,
+    one at a time 20.9 ms, two at a time 23.4 ms. Small grids keep several realizations per
+    block, so the per-operation overhead is still shared.
+    """
+    if n_realizations <= 1 or jax.default_backend() != "cpu":
+        return None
+    cells = physics.grid.n_theta * physics.grid.n_phi
+    return max(1, min(n_realizations, _CPU_BLOCK_CELLS // cells))
 
 
 def make_scan(physics: Physics, *, checkpoint_every: int = 0) -> Callable[..., Field]:
@@ -403,7 +445,8 @@ class Simulation:
 
     @functools.cached_property
     def advance(self) -> Callable[..., Field]:
-        return jax.jit(make_advance(self.physics))
+        block = cpu_block_size(self.physics, self.n_realizations)
+        return jax.jit(make_advance(self.physics, block=block))
 
     @functools.cached_property
     def history(self) -> Callable[..., dict[str, Array]]:
