@@ -68,7 +68,7 @@ def write_dataset_plots(store_path: str | Path, out_dir: str | Path) -> list[Pat
     from matplotlib.colors import ListedColormap
 
     from .sensors import SENSORS, Sensor, srf
-    from .store import PatchStore
+    from .store import CROPTYPE_COLORS, LANDCOVER_COLORS, PatchStore
 
     store = PatchStore.open(store_path)
     out = Path(out_dir)
@@ -81,12 +81,15 @@ def write_dataset_plots(store_path: str | Path, out_dir: str | Path) -> list[Pat
         band_numbers=tuple(range(1, store.n_bands + 1)),
         detector=("unknown",) * store.n_bands,
     )
-    lc_colors = ["#1f5fbf", "#1b6e2a", "#9acd32", "#e3c64b", "#9a9a9a", "#a0522d", "#6a3d9a"]
-    ct_colors = ["#f0c419", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
+    lc_colors = list(LANDCOVER_COLORS)
+    ct_colors = list(CROPTYPE_COLORS)
 
     # 1. RGB composites beside land-cover and crop-type maps.
     n_show = min(4, store.n_patches)
-    idx = np.arange(n_show)
+    # Show the patches with the most crop-type pixels (ties: the first), so both label maps
+    # have something to show.
+    crop_pixels = (store.labels(np.arange(store.n_patches), "croptype") >= 0).sum(axis=(1, 2))
+    idx = np.sort(np.argsort(-crop_pixels, kind="stable")[:n_show])
     rgb_bands = list(sensor.rgb_bands())
     x = store.read(idx, normalize=False)
     landcover = store.labels(idx, "landcover")
@@ -106,7 +109,7 @@ def write_dataset_plots(store_path: str | Path, out_dir: str | Path) -> list[Pat
     x2 = store.read(idx, normalize=False, date=2) if has_t2 else None
     for i in range(n_show):
         axes[i, 0].imshow(rgb(x[i]))
-        axes[i, 0].set_title(f"patch {i}: RGB (date 1)", fontsize=8)
+        axes[i, 0].set_title(f"patch {idx[i]}: RGB (date 1)", fontsize=8)
         c = 1
         if x2 is not None:
             axes[i, 1].imshow(rgb(x2[i]))

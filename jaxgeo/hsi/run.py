@@ -58,7 +58,7 @@ from .finetune import (
     split_trainable,
 )
 from .ssl import METHODS, make_method
-from .store import PatchStore
+from .store import CROPTYPE_COLORS, LANDCOVER_COLORS, PatchStore
 
 __all__ = [
     "FinetuneConfig",
@@ -734,24 +734,28 @@ def _finetune_plots(
         y = store.labels(idx, config.task)
         pred = np.asarray(predict(params, rest, jnp.asarray(x)))
         k = len(classes)
+        # The dataset plot's class colours when the store has the generator's classes.
+        from matplotlib.colors import ListedColormap
+
+        palette = CROPTYPE_COLORS if config.task == "croptype" else LANDCOVER_COLORS
+        colors = [
+            palette[c] if c < len(palette) else plt.get_cmap("tab10")(c % 10) for c in range(k)
+        ]
+        cmap = ListedColormap(colors)
         fig, axes = plt.subplots(len(idx), 2, figsize=(6, 3 * len(idx)), squeeze=False)
         for i in range(len(idx)):
             axes[i, 0].imshow(
-                np.ma.masked_less(y[i], 0), cmap="tab10", vmin=0, vmax=9, interpolation="nearest"
-            )
+                np.ma.masked_less(y[i], 0), cmap=cmap, vmin=-0.5, vmax=k - 0.5,
+                interpolation="nearest",
+            )  # fmt: skip
             axes[i, 0].set_title("label (blank: unlabeled)", fontsize=8)
-            axes[i, 1].imshow(pred[i], cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+            axes[i, 1].imshow(pred[i], cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
             axes[i, 1].set_title("prediction", fontsize=8)
             for ax in axes[i]:
                 ax.set_xticks([])
                 ax.set_yticks([])
-        handles = [
-            plt.Rectangle((0, 0), 1, 1, color=plt.get_cmap("tab10")(c / 9))
-            for c in range(min(k, 10))
-        ]
-        fig.legend(
-            handles, list(classes[:10]), loc="lower center", ncol=4, fontsize=7, frameon=False
-        )
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colors[c]) for c in range(k)]
+        fig.legend(handles, list(classes), loc="lower center", ncol=4, fontsize=7, frameon=False)
         fig.tight_layout(rect=(0, 0.06, 1, 1))
         path = folder / "predicted_maps.png"
         fig.savefig(path, dpi=100)

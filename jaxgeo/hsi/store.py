@@ -927,3 +927,18 @@ class PatchStore:
                 f"{self.n_patches} patches"
             )
         return out
+
+
+# Colours of the label classes in every plot (index = class index); the dataset and the
+# fine-tuning plots share them so a class keeps its colour across figures.
+LANDCOVER_COLORS: tuple[str, ...] = (
+    "#1f5fbf", "#1b6e2a", "#9acd32", "#e3c64b", "#9a9a9a", "#a0522d", "#6a3d9a",
+)  # fmt: skip
+CROPTYPE_COLORS: tuple[str, ...] = (
+    "#f0c419",
+    "#d95f02",
+    "#1b9e77",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+)
