@@ -48,6 +48,7 @@ from zarr.codecs import BloscCodec
 
 from jaxgeo._version import __version__
 from jaxgeo.errors import FileFormatError, InputError, StoreExistsError
+from jaxgeo.io.store import swap_in
 
 __all__ = [
     "NODATA",
@@ -186,21 +187,6 @@ def _majority(landcover: np.ndarray, n_classes: int) -> np.ndarray:
 
 def _is_zarr_group(path: Path) -> bool:
     return path.is_dir() and (path / "zarr.json").is_file()
-
-
-def _swap_in(tmp: Path, path: Path) -> None:
-    """Move the finished store ``tmp`` to ``path``; an old store is deleted only afterwards."""
-    if not os.path.lexists(path):
-        os.rename(tmp, path)
-        return
-    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-    os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class PatchStoreWriter:
@@ -519,7 +505,7 @@ class PatchStoreWriter:
                     attributes={"units": "1", "long_name": long_name},
                 )
                 arr[:] = values
-            _swap_in(self._tmp, self.path)
+            swap_in(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

@@ -40,6 +40,7 @@ __all__ = [
     "create_store",
     "open_store",
     "read_attrs",
+    "swap_in",
 ]
 
 COMMITTED_ATTR = "jaxgeo_committed"
@@ -199,14 +200,18 @@ def create_store(
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
     try:
         out.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, encoding=encoding)
-        _swap_in(tmp, path)
+        swap_in(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
-def _swap_in(tmp: Path, path: Path) -> None:
-    """Move the finished store ``tmp`` to ``path``, replacing a store that is there."""
+def swap_in(tmp: Path, path: Path) -> None:
+    """Move the finished store ``tmp`` to ``path``, replacing a store that is there.
+
+    The old store is set aside by a rename and deleted only once the new one is in place, so a
+    failure at any point leaves either the old or the new store at ``path``, never neither.
+    """
     if not os.path.lexists(path):
         os.rename(tmp, path)
         return

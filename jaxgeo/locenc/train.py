@@ -31,6 +31,7 @@ from jaxtyping import Array, Float
 
 from jaxgeo.config import from_dict, option
 from jaxgeo.errors import ConfigError, FileFormatError, StoreExistsError
+from jaxgeo.train.state import path_keys
 
 from .datasets import Dataset, Split
 from .model import LocationEncoder, ModelConfig, abstract_model, params_dict, set_params
@@ -73,22 +74,11 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------------
 
 
-def _path_keys(path: tuple) -> tuple[str, ...]:
-    keys = []
-    for entry in path:
-        if isinstance(entry, jax.tree_util.DictKey):
-            keys.append(str(entry.key))
-        elif isinstance(entry, jax.tree_util.SequenceKey):
-            keys.append(str(entry.idx))
-        # GetAttrKey("value") of NNX variables carries no name of its own.
-    return tuple(keys)
-
-
 def _make_merge(model: LocationEncoder) -> Callable[[dict], LocationEncoder]:
     """A pure function ``params dict -> module`` for this model's structure."""
     graphdef, state = nnx.split(model, nnx.Param)
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-    paths = [_path_keys(p) for p, _ in paths_leaves]
+    paths = [path_keys(p) for p, _ in paths_leaves]
 
     def lookup(tree: dict, keys: tuple[str, ...]) -> Any:
         for k in keys:

@@ -17,12 +17,14 @@ import jax
 import numpy as np
 from flax import nnx
 
-__all__ = ["ModuleDef", "count_params", "init_module", "split_module"]
+__all__ = ["ModuleDef", "count_params", "init_module", "path_keys", "split_module"]
 
 PyTree = Any
 
 
-def _path_keys(path: tuple) -> tuple[str, ...]:
+def path_keys(path: tuple) -> tuple[str, ...]:
+    """The dict keys and sequence indices of a pytree path, as strings (an NNX state's
+    parameter names)."""
     keys = []
     for entry in path:
         if isinstance(entry, jax.tree_util.DictKey):
@@ -37,7 +39,7 @@ def _to_dict(state: nnx.State) -> dict:
     out: dict = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
         node = out
-        keys = _path_keys(path)
+        keys = path_keys(path)
         for k in keys[:-1]:
             node = node.setdefault(k, {})
         node[keys[-1]] = leaf
@@ -49,7 +51,7 @@ class _Layout:
 
     def __init__(self, state: nnx.State) -> None:
         leaves, self.treedef = jax.tree_util.tree_flatten_with_path(state)
-        self.paths = [_path_keys(p) for p, _ in leaves]
+        self.paths = [path_keys(p) for p, _ in leaves]
 
     def state(self, tree: dict) -> nnx.State:
         def lookup(keys: tuple[str, ...]) -> Any:
