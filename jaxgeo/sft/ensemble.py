@@ -59,11 +59,12 @@ from .simulation import (
     Physics,
     Segment,
     Simulation,
+    compose_step,
     cpu_block_size,
     make_advance,
     make_flows,
+    make_sources,
 )
-from .units import KM2_S_TO_RS2_HR
 
 __all__ = [
     "LON_AXIS",
@@ -449,46 +450,25 @@ def make_lon_step(
             (x, _), _ = jax.lax.scan(sts_body, (u1, u0), jnp.asarray(xs, dtype=x.dtype))
         return x
 
-    def source_term(params: Params, key: Array, t: Array, dtype: Any) -> Array:
-        # Sources are drawn on the whole sphere (the same numbers as one device: random flux
-        # emergence is seeded per realization, not per block), then each block keeps its
-        # own columns.
-        src = jnp.zeros(grid.shape, dtype)
-        if physics.static_source is not None:
-            src = src + jnp.asarray(physics.static_source, dtype)
-        if physics.rfe is not None:
-            src = src + physics.rfe(key, t, params.rfe_rate)
-        return columns(src, 0)
-
-    def step(br: Field, params: Params, key: Array, t: Array, dt: Array) -> Field:
-        dt = jnp.asarray(dt, br.dtype)
-        if flow_fn is not None:
-            vt, vp = flow_fn(params, exchange_halo(br, h, axis_name), t)
-        if physics.has_source:
-            src = source_term(params, key, t, br.dtype)
-        nu = params.nu_km2_s * KM2_S_TO_RS2_HR
-        if physics.splitting == "strang":
-            half = 0.5 * dt
-            if physics.has_source:
-                br = br + half * src
-            if flow_fn is not None:
-                br = advect(br, vt, vp, half)
-            if plan is not None:
-                br = diffuse(br, nu, dt)
-            if flow_fn is not None:
-                br = advect(br, vt, vp, half)
-            if physics.has_source:
-                br = br + half * src
-            return br
-        if flow_fn is not None:
-            br = advect(br, vt, vp, dt)
-        if plan is not None:
-            br = diffuse(br, nu, dt)
-        if physics.has_source:
-            br = br + dt * src
-        return br
-
-    return step
+    # Sources are drawn on the whole sphere (the same numbers as one device: random flux
+    # emergence is seeded per realization, not per block), then each block keeps its columns.
+    global_sources = make_sources(physics)
+    block_sources = (
+        None
+        if global_sources is None
+        else lambda params, key, t, dtype: columns(global_sources(params, key, t, dtype), 0)
+    )
+    return compose_step(
+        physics,
+        flows=(
+            None
+            if flow_fn is None
+            else lambda params, br, t: flow_fn(params, exchange_halo(br, h, axis_name), t)
+        ),
+        advect=advect if flow_fn is not None else None,
+        diffuse=diffuse if plan is not None else None,
+        sources=block_sources,
+    )
 
 
 def make_lon_advance(

@@ -210,6 +210,72 @@ def make_flows(
     return compute
 
 
+def make_sources(physics: Physics) -> Callable[[Params, Array, Array, Any], Array] | None:
+    """``sources(params, key, t, dtype) -> S`` on the whole grid, G/h (static map plus random
+    flux emergence), or None when the physics has no source."""
+    if not physics.has_source:
+        return None
+    grid = physics.grid
+
+    def sources(params: Params, key: Array, t: Array, dtype: Any) -> Array:
+        s = jnp.zeros(grid.shape, dtype)
+        if physics.static_source is not None:
+            s = s + jnp.asarray(physics.static_source, dtype)
+        if physics.rfe is not None:
+            s = s + physics.rfe(key, t, params.rfe_rate)
+        return s
+
+    return sources
+
+
+def compose_step(
+    physics: Physics,
+    *,
+    flows: Callable[[Params, Field, Array], tuple[Array, Array]] | None,
+    advect: Callable[[Field, Array, Array, Array], Field] | None,
+    diffuse: Callable[[Field, Array, Array], Field] | None,
+    sources: Callable[[Params, Array, Array, Any], Array] | None,
+) -> Callable[..., Field]:
+    """HipFT's process order (Lie or Strang splitting) over the given operators.
+
+    One place for the order, shared by :func:`make_step` (the whole grid) and the longitude
+    decomposition (``jaxgeo.sft.ensemble.make_lon_step``, operators on one block). ``flows``
+    is used only with ``advect``; None drops a process.
+    """
+
+    def step(br: Field, params: Params, key: Array, t: Array, dt: Array) -> Field:
+        dt = jnp.asarray(dt, br.dtype)
+        if advect is not None:
+            assert flows is not None
+            vt, vp = flows(params, br, t)
+        if sources is not None:
+            src = sources(params, key, t, br.dtype)
+        nu = params.nu_km2_s * KM2_S_TO_RS2_HR
+
+        if physics.splitting == "strang":
+            half = 0.5 * dt
+            if sources is not None:
+                br = br + half * src
+            if advect is not None:
+                br = advect(br, vt, vp, half)
+            if diffuse is not None:
+                br = diffuse(br, nu, dt)
+            if advect is not None:
+                br = advect(br, vt, vp, half)
+            if sources is not None:
+                br = br + half * src
+            return br
+        if advect is not None:
+            br = advect(br, vt, vp, dt)
+        if diffuse is not None:
+            br = diffuse(br, nu, dt)
+        if sources is not None:
+            br = br + dt * src
+        return br
+
+    return step
+
+
 def make_step(physics: Physics) -> Callable[..., Field]:
     """One HipFT time step of one realization: ``step(br, params, key, t, dt) -> br``.
 
@@ -218,56 +284,21 @@ def make_step(physics: Physics) -> Callable[..., Field]:
     All arguments are traced; ``jax.vmap`` over (br, params, key) makes an ensemble.
     """
     grid = physics.grid
-    flow_fn = make_flows(physics) if physics.has_flow else None
-    adv = (
-        advection.make_advection_step(grid, physics.advection_scheme)
-        if physics.advection_scheme is not None
-        else None
+    return compose_step(
+        physics,
+        flows=make_flows(physics) if physics.has_flow else None,
+        advect=(
+            advection.make_advection_step(grid, physics.advection_scheme)
+            if physics.advection_scheme is not None
+            else None
+        ),
+        diffuse=(
+            diffusion.make_diffusion_step(grid, physics.diffusion_plan)
+            if physics.diffusion_plan is not None
+            else None
+        ),
+        sources=make_sources(physics),
     )
-    dif = (
-        diffusion.make_diffusion_step(grid, physics.diffusion_plan)
-        if physics.diffusion_plan is not None
-        else None
-    )
-
-    def source_term(params: Params, key: Array, t: Array, dtype: Any) -> Array:
-        s = jnp.zeros(grid.shape, dtype)
-        if physics.static_source is not None:
-            s = s + physics.static_source.astype(dtype)
-        if physics.rfe is not None:
-            s = s + physics.rfe(key, t, params.rfe_rate)
-        return s
-
-    def step(br: Field, params: Params, key: Array, t: Array, dt: Array) -> Field:
-        dt = jnp.asarray(dt, br.dtype)
-        if flow_fn is not None:
-            vt, vp = flow_fn(params, br, t)
-        if physics.has_source:
-            src = source_term(params, key, t, br.dtype)
-        nu = params.nu_km2_s * KM2_S_TO_RS2_HR
-
-        if physics.splitting == "strang":
-            half = 0.5 * dt
-            if physics.has_source:
-                br = br + half * src
-            if adv is not None:
-                br = adv(br, vt, vp, half)
-            if dif is not None:
-                br = dif(br, nu, dt)
-            if adv is not None:
-                br = adv(br, vt, vp, half)
-            if physics.has_source:
-                br = br + half * src
-            return br
-        if adv is not None:
-            br = adv(br, vt, vp, dt)
-        if dif is not None:
-            br = dif(br, nu, dt)
-        if physics.has_source:
-            br = br + dt * src
-        return br
-
-    return step
 
 
 def make_advance(physics: Physics, *, block: int | None = None) -> Callable[..., Field]:
