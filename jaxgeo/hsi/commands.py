@@ -263,6 +263,32 @@ def _parse_method_options(items: list[str] | None, method: str) -> dict:
     return out
 
 
+def _add_training_options(
+    p: argparse.ArgumentParser,
+    *,
+    batch_size: int,
+    lr: float | None,
+    lr_help: str,
+    weight_decay: float | None,
+    weight_decay_help: str,
+    warmup_epochs: int,
+) -> None:
+    """The options ``pretrain`` and ``finetune`` share (with each command's defaults)."""
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr, help=lr_help)
+    p.add_argument("--weight-decay", type=float, default=weight_decay, help=weight_decay_help)
+    p.add_argument("--warmup-epochs", type=int, default=warmup_epochs)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_run_folder_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..cli import print_summary
     from .run import PretrainConfig, pretrain
@@ -304,20 +330,20 @@ def _register_pretrain(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=Path, required=True, help="patch store (PATCHES.zarr)")
     p.add_argument("--method", default="moco", choices=METHODS)
     p.add_argument("--backbone", default="spec-resnet50", choices=BACKBONES)
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, help="peak learning rate (default: method base x batch/256)")
-    p.add_argument("--weight-decay", type=float, help="default: the method's")
-    p.add_argument("--warmup-epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    _add_training_options(
+        p,
+        batch_size=256,
+        lr=None,
+        lr_help="peak learning rate (default: method base x batch/256)",
+        weight_decay=None,
+        weight_decay_help="default: the method's",
+        warmup_epochs=10,
+    )
     p.add_argument("--single-date", action="store_true",
                    help="MoCo: positives from one date even when the store has two")  # fmt: skip
     p.add_argument("--method-option", action="append", metavar="KEY=VALUE",
                    help="override a method setting, e.g. queue_size=4096, n_local=2, mask_ratio=0.75")  # fmt: skip
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
+    _add_run_folder_options(p)
     p.set_defaults(func=_cmd_pretrain)
 
 
@@ -371,16 +397,16 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="frozen", choices=MODES)
     p.add_argument("--backbone", default="spec-resnet50", choices=BACKBONES,
                    help="backbone for --checkpoint none (otherwise the checkpoint's)")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--warmup-epochs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
+    _add_training_options(
+        p,
+        batch_size=32,
+        lr=1e-3,
+        lr_help="peak AdamW learning rate",
+        weight_decay=1e-4,
+        weight_decay_help="AdamW weight decay",
+        warmup_epochs=5,
+    )
+    _add_run_folder_options(p)
     p.set_defaults(func=_cmd_finetune)
 
 

@@ -82,6 +82,19 @@ _RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+def _check_training(cfg: Any) -> None:
+    """The checks :class:`PretrainConfig` and :class:`FinetuneConfig` share."""
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.warmup_epochs < 0:
+        raise ConfigError(f"warmup_epochs must be >= 0, got {cfg.warmup_epochs}")
+    if cfg.lr is not None and cfg.lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainConfig:
     """Settings of a pretraining run (defaults: the published setting).
@@ -112,17 +125,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.backbone not in BACKBONES:
-            raise ConfigError(
-                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
-            )
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        _check_training(self)
         if self.method == "mae" and "vit" not in self.backbone:
             raise ConfigError(f"method mae needs a ViT backbone, got {self.backbone}")
         try:
@@ -428,15 +431,7 @@ class FinetuneConfig:
             raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.backbone not in BACKBONES:
-            raise ConfigError(
-                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
-            )
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        _check_training(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
