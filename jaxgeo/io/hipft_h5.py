@@ -29,7 +29,7 @@ from jaxtyping import Float
 
 from jaxgeo.errors import FileFormatError, InputError, StoreExistsError
 
-__all__ = ["HipftMap", "read_hipft_map", "write_hipft_map"]
+__all__ = ["HipftMap", "read_hipft_map", "read_psi_h5", "write_hipft_map"]
 
 # Scales in float32 files carry float32 rounding of 2π and π (6.2831855 > 2π); allow that and
 # a little more, but nothing that could be a different grid.
@@ -108,6 +108,81 @@ def _check_axis(values: np.ndarray, name: str, upper: float, upper_text: str) ->
     return None
 
 
+def read_psi_h5(
+    path: str | os.PathLike[str],
+    *,
+    what: str = "HipFT map",
+    scales: bool = True,
+    ranks: tuple[int, ...] = (2, 3),
+) -> tuple[np.ndarray, list[np.ndarray], np.dtype]:
+    """The ``Data`` set (float64) and its scales of a PSI/HipFT HDF5 file, layout-checked only.
+
+    The one HDF5 reader of every HipFT file kind (maps, source maps, assimilation maps, flow
+    files); callers check the grid they need (this checks no axis range).
+
+    Args:
+        path: the file.
+        what: what the file is, for the error messages (e.g. ``"flow file"``).
+        scales: require a scale ``dimK`` (of matching length) for every axis of ``Data``;
+            ``False`` returns an empty list (flow files are checked by shape alone).
+        ranks: the ranks of ``Data`` accepted.
+
+    Returns:
+        ``(data, [dim1, dim2, (dim3)], file_dtype)``: ``data`` as h5py shows it (the Fortran
+        axes reversed, so dim1 = φ is the last axis), float64.
+
+    Raises:
+        FileFormatError: naming the file, when it is missing, not HDF5 or unreadable, has no
+            float ``Data`` dataset of an accepted rank, or (with ``scales``) lacks a scale or
+            has one of the wrong length.
+    """
+    path = Path(path)
+    expected = "an HDF5 file with dataset 'Data'" + (
+        " and scales 'dim1' (phi), 'dim2' (theta)" if scales else ""
+    )
+    if not path.is_file():
+        raise FileFormatError(
+            f"{what} {path} does not exist (or is not a file); expected {expected}"
+        )
+    if not h5py.is_hdf5(path):
+        raise FileFormatError(f"{what} {path} is not an HDF5 file; expected {expected}")
+    try:
+        with h5py.File(path, "r") as f:
+            if _DATA not in f or not isinstance(f[_DATA], h5py.Dataset):
+                raise FileFormatError(
+                    f"{what} {path} has no dataset 'Data' (members: {sorted(f.keys())}); expected {expected}"
+                )
+            dset = f[_DATA]
+            if dset.ndim not in ranks:
+                shapes = " or ".join(f"{r}" for r in ranks)
+                raise FileFormatError(
+                    f"{what} {path}: 'Data' has rank {dset.ndim} (shape {dset.shape}); expected "
+                    f"rank {shapes} ((realization,) theta, phi)"
+                )
+            if not np.issubdtype(dset.dtype, np.floating):
+                raise FileFormatError(
+                    f"{what} {path}: 'Data' has dtype {dset.dtype}; expected float32 or float64"
+                )
+            file_dtype = np.dtype(dset.dtype)
+            data = np.asarray(dset[()], dtype=np.float64)
+            found: list[np.ndarray] = []
+            # Data's h5py axes, last first: dim1 = phi is the fastest (Fortran first) axis.
+            for name, length in zip(_SCALES, reversed(dset.shape), strict=False) if scales else ():
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise FileFormatError(
+                        f"{what} {path} has no scale dataset {name!r} for its {dset.ndim}-D 'Data'; expected {expected}"
+                    )
+                scale = np.asarray(f[name][()], dtype=np.float64)
+                if scale.shape != (length,):
+                    raise FileFormatError(
+                        f"{what} {path}: scale {name!r} has shape {scale.shape} but 'Data' {dset.shape} needs ({length},)"
+                    )
+                found.append(scale)
+    except OSError as err:  # h5py's error for unreadable or corrupt files
+        raise FileFormatError(f"{what} {path} cannot be read ({err}); expected {expected}") from err
+    return data, found, file_dtype
+
+
 def read_hipft_map(path: str | os.PathLike[str], *, require_finite: bool = True) -> HipftMap:
     """Read a HipFT/PSI HDF5 map (2-D or 3-D) without interpolation.
 
@@ -125,48 +200,7 @@ def read_hipft_map(path: str | os.PathLike[str], *, require_finite: bool = True)
             [0, 2π] with the end point, or (with ``require_finite``) NaN/inf values.
     """
     path = Path(path)
-    expected = "an HDF5 map with dataset 'Data' and scales 'dim1' (phi), 'dim2' (theta)"
-    if not path.is_file():
-        raise FileFormatError(
-            f"HipFT map {path} does not exist (or is not a file); expected {expected}"
-        )
-    if not h5py.is_hdf5(path):
-        raise FileFormatError(f"HipFT map {path} is not an HDF5 file; expected {expected}")
-    try:
-        with h5py.File(path, "r") as f:
-            if _DATA not in f or not isinstance(f[_DATA], h5py.Dataset):
-                raise FileFormatError(
-                    f"HipFT map {path} has no dataset 'Data' (members: {sorted(f.keys())}); expected {expected}"
-                )
-            dset = f[_DATA]
-            if dset.ndim not in (2, 3):
-                raise FileFormatError(
-                    f"HipFT map {path}: 'Data' has rank {dset.ndim} (shape {dset.shape}); expected 2 (theta, phi) or 3 (realization, theta, phi)"
-                )
-            if not np.issubdtype(dset.dtype, np.floating):
-                raise FileFormatError(
-                    f"HipFT map {path}: 'Data' has dtype {dset.dtype}; expected float32 or float64"
-                )
-            file_dtype = np.dtype(dset.dtype)
-            data = np.asarray(dset[()], dtype=np.float64)
-            scales = []
-            # Data's h5py axes, last first: dim1 = phi is the fastest (Fortran first) axis.
-            for name, length in zip(_SCALES, reversed(dset.shape), strict=False):
-                if name not in f or not isinstance(f[name], h5py.Dataset):
-                    raise FileFormatError(
-                        f"HipFT map {path} has no scale dataset {name!r} for its {dset.ndim}-D 'Data'; expected {expected}"
-                    )
-                scale = np.asarray(f[name][()], dtype=np.float64)
-                if scale.shape != (length,):
-                    raise FileFormatError(
-                        f"HipFT map {path}: scale {name!r} has shape {scale.shape} but 'Data' {dset.shape} needs ({length},)"
-                    )
-                scales.append(scale)
-    except OSError as err:  # h5py's error for unreadable or corrupt files
-        raise FileFormatError(
-            f"HipFT map {path} cannot be read ({err}); expected {expected}"
-        ) from err
-
+    data, scales, file_dtype = read_psi_h5(path)
     phi, theta = scales[0], scales[1]
     for axis, name, upper, text in (
         (theta, "theta (dim2)", np.pi, "pi"),

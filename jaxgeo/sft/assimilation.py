@@ -55,6 +55,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxgeo.errors import ConfigError, FileFormatError, InputError
+from jaxgeo.io.hipft_h5 import read_psi_h5
 from jaxgeo.sft import sources as _sources
 from jaxgeo.sft.grid import SftGrid
 
@@ -269,7 +270,7 @@ def read_observed_map(path: str | Path, grid: SftGrid) -> ObservedMap:
     Raises:
         FileFormatError: missing file, fewer than 2 slices, or scales that do not match the grid.
     """
-    data, scales = _sources._read_psi_hdf5(path)
+    data, scales, _ = read_psi_h5(path, what="assimilation map")
     name = str(path)
     if data.ndim != 3 or data.shape[0] < 2:
         raise FileFormatError(

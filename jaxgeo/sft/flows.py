@@ -28,13 +28,13 @@ import dataclasses
 import math
 from pathlib import Path
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxgeo.errors import FileFormatError
+from jaxgeo.io.hipft_h5 import read_psi_h5
 from jaxgeo.sft.grid import SftGrid
 from jaxgeo.sft.units import KM_S_TO_RS_HR, M_S_TO_RS_HR
 
@@ -291,23 +291,8 @@ def interpolate_flow(
 
 
 def _read_hipft_2d(path: Path) -> np.ndarray:
-    """The 2-D dataset of a HipFT/PSI HDF5 file (as h5py reads it: (dim2, dim1))."""
-    if not path.is_file():
-        raise FileFormatError(f"flow file {path} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            name = "Data" if "Data" in f else None
-            if name is None:
-                names = [k for k in f if not k.startswith("dim")]
-                if not names:
-                    raise FileFormatError(f"flow file {path} holds no data set (expected 'Data')")
-                name = names[0]
-            data = np.asarray(f[name][...], dtype=np.float64)
-    except OSError as exc:
-        raise FileFormatError(f"flow file {path} is not a readable HDF5 file: {exc}") from exc
-    if data.ndim != 2:
-        raise FileFormatError(f"flow file {path} must hold a 2-D data set, got shape {data.shape}")
-    return data
+    """The 2-D ``Data`` of a HipFT flow file (as h5py reads it: (dim2, dim1))."""
+    return read_psi_h5(path, what="flow file", scales=False, ranks=(2,))[0]
 
 
 @dataclasses.dataclass(frozen=True)

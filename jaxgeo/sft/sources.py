@@ -42,13 +42,13 @@ import math
 from pathlib import Path
 from typing import Literal, Protocol
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from jaxgeo.errors import ConfigError, FileFormatError, InputError
+from jaxgeo.io.hipft_h5 import read_psi_h5
 from jaxgeo.sft.grid import SftGrid
 from jaxgeo.sft.units import GAUSS_SR_TO_MX
 
@@ -328,35 +328,6 @@ def static_source(source_map: Float[ArrayLike, "theta phi"]) -> SourceFn:
     return source
 
 
-def _read_psi_hdf5(path: str | Path) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Read a HipFT/PSI HDF5 map: (``Data`` as stored, [dim1, dim2, (dim3)] scales)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"map file {str(path)!r} does not exist")
-    try:
-        with h5py.File(path, "r") as h5:
-            if "Data" not in h5:
-                raise FileFormatError(
-                    f"map file {str(path)!r} has no 'Data' dataset (found {sorted(h5.keys())})"
-                )
-            data = np.asarray(h5["Data"][...], dtype=np.float64)
-            scales = []
-            for i in range(1, data.ndim + 1):
-                name = f"dim{i}"
-                if name not in h5:
-                    raise FileFormatError(f"map file {str(path)!r} lacks the scale {name!r}")
-                scales.append(np.asarray(h5[name][...], dtype=np.float64))
-    except OSError as exc:
-        raise FileFormatError(f"map file {str(path)!r} is not a readable HDF5 file: {exc}") from exc
-    # h5py shows the Fortran (φ, θ[, slice]) array reversed: (..., θ, φ), dim1 = φ.
-    expected = tuple(s.size for s in reversed(scales))
-    if data.shape != expected:
-        raise FileFormatError(
-            f"map file {str(path)!r}: Data shape {data.shape} does not match its scales {expected}"
-        )
-    return data, scales
-
-
 def load_static_source(path: str | Path, grid: SftGrid) -> Float[Array, "theta phi"]:
     """Read a static source map (2-D HipFT/PSI HDF5, G/h) onto ``grid``.
 
@@ -366,7 +337,7 @@ def load_static_source(path: str | Path, grid: SftGrid) -> Float[Array, "theta p
     Raises:
         FileFormatError: missing file, wrong layout, or non-increasing scales.
     """
-    data, scales = _read_psi_hdf5(path)
+    data, scales, _ = read_psi_h5(path, what="static source file")
     if data.ndim != 2:
         raise FileFormatError(
             f"static source file {str(path)!r} must hold a 2-D map, got shape {data.shape}"
