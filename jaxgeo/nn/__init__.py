@@ -7,6 +7,10 @@ from .heads import MLPHead as MLPHead
 from .heads import upsample_to as upsample_to
 from .resnet import Bottleneck as Bottleneck
 from .resnet import ResNet as ResNet
+from .swin import SWIN_SIZES as SWIN_SIZES
+from .swin import Swin as Swin
+from .swin import SwinSize as SwinSize
+from .unet import UNet as UNet
 from .vit import VIT_SIZES as VIT_SIZES
 from .vit import Block as Block
 from .vit import PatchEmbed as PatchEmbed
