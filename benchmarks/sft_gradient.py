@@ -6,15 +6,18 @@ to a perturbed copy of itself, differentiated w.r.t. ν and the meridional ampli
 :mod:`jaxgeo.sft.inference`'s checkpointed forward model (the one ``jaxgeo sft infer`` uses).
 
 Prints one JSON line per case: forward seconds, value-and-gradient seconds and their ratio
-(best of ``--repeats`` after a warm-up), and the compiled programs' temporary memory
-(``memory_analysis().temp_size_in_bytes``: the peak working set XLA allocates besides the
-inputs and outputs) for the forward run and for the gradient:
+(best of ``--repeats`` after a warm-up; wall and process CPU time), and the compiled
+programs' temporary memory (``memory_analysis().temp_size_in_bytes``: the peak working set
+XLA allocates besides the inputs and outputs) for the forward run and for the gradient:
 
     .venv/bin/python benchmarks/sft_gradient.py [--rotations 1] [--memory-only-rotations 12]
-        [--grid 180x360] [--repeats 2] [--no-checkpoint]
+        [--grid 180x360] [--repeats 2] [--no-checkpoint] [--adjoint autodiff,hand]
 
 ``--memory-only-rotations`` compiles (but does not run) the longer cases and reports their
-memory only.
+memory only. ``--adjoint`` names the advection operator's reverse-mode derivatives to compare
+(:mod:`jaxgeo.sft.advection`: JAX's autodiff or the hand-written adjoint); with several, the
+cases are compiled first and then timed in alternation in this one process (an A/B on a
+shared machine), one JSON line per case and round.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 
+from jaxgeo.sft import advection  # noqa: E402
 from jaxgeo.sft.config import SftConfig  # noqa: E402
 from jaxgeo.sft.inference import make_forward_model  # noqa: E402
 
@@ -78,14 +82,17 @@ def _temp_bytes(fn, z0) -> int:
     return int(fn.lower(z0).compile().memory_analysis().temp_size_in_bytes)
 
 
-def _best(fn, z0, repeats: int) -> float:
+def _best(fn, z0, repeats: int) -> tuple[float, float]:
+    """Best wall and best process CPU seconds of ``repeats`` calls after a warm-up (on a
+    shared, loaded machine the CPU time is the steadier of the two)."""
     jax.block_until_ready(fn(z0))
-    best = math.inf
+    best, best_cpu = math.inf, math.inf
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn(z0))
         best = min(best, time.perf_counter() - t0)
-    return best
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    return best, best_cpu
 
 
 def main() -> None:
@@ -97,7 +104,16 @@ def main() -> None:
     parser.add_argument("--memory-only-rotations", type=float, nargs="*", default=[12.0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-checkpoint", action="store_true")
+    parser.add_argument(
+        "--adjoint",
+        default="autodiff",
+        help="comma-separated advection adjoints to compare: autodiff, hand",
+    )
     args = parser.parse_args()
+    adjoints = [a.strip() for a in args.adjoint.split(",") if a.strip()]
+    for a in adjoints:
+        if a not in ("autodiff", "hand"):
+            parser.error(f"--adjoint: expected autodiff or hand, got {a!r}")
     n_theta, n_phi = (int(v) for v in args.grid.lower().split("x"))
     ck = not args.no_checkpoint
     common = {
@@ -108,27 +124,48 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "load_1min": round(os.getloadavg()[0], 2),
     }
-    model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, args.rotations, ck)
-    t_f = _best(fwd, z0, args.repeats)
-    t_g = _best(grad, z0, args.repeats)
     field_mb = n_theta * n_phi * 8 / 2**20
-    row = {
-        **common,
-        "rotations": args.rotations,
-        "steps": steps,
-        "layout": list(model.layout.dts.shape),
-        "forward_s": round(t_f, 3),
-        "value_and_grad_s": round(t_g, 3),
-        "grad_over_forward": round(t_g / t_f, 2),
-        "forward_temp_mb": round(_temp_bytes(fwd, z0) / 2**20, 1),
-        "grad_temp_mb": round(_temp_bytes(grad, z0) / 2**20, 1),
-        "field_mb": round(field_mb, 3),
-    }
-    print(json.dumps(row), flush=True)
-    for rot in args.memory_only_rotations:
+    cases = {}
+    for a in adjoints:
+        # The operator reads the default when the model is built; compile now, while it holds.
+        advection._DEFAULT_ADJOINT = a  # type: ignore[assignment]
+        model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, args.rotations, ck)
+        fwd_c = fwd.lower(z0).compile()
+        grad_c = grad.lower(z0).compile()
+        mem = {
+            "forward_temp_mb": round(fwd_c.memory_analysis().temp_size_in_bytes / 2**20, 1),
+            "grad_temp_mb": round(grad_c.memory_analysis().temp_size_in_bytes / 2**20, 1),
+        }
+        cases[a] = (model, fwd_c, grad_c, z0, steps, mem)
+    advection._DEFAULT_ADJOINT = "autodiff"
+    for rnd in range(2 if len(adjoints) > 1 else 1):
+        for a, (model, fwd_c, grad_c, z0, steps, mem) in cases.items():
+            t_f, c_f = _best(fwd_c, z0, args.repeats)
+            t_g, c_g = _best(grad_c, z0, args.repeats)
+            row = {
+                **common,
+                "load_1min": round(os.getloadavg()[0], 2),
+                "adjoint": a,
+                "round": rnd,
+                "rotations": args.rotations,
+                "steps": steps,
+                "layout": list(model.layout.dts.shape),
+                "forward_s": round(t_f, 3),
+                "value_and_grad_s": round(t_g, 3),
+                "grad_over_forward": round(t_g / t_f, 2),
+                "forward_cpu_s": round(c_f, 3),
+                "value_and_grad_cpu_s": round(c_g, 3),
+                "grad_over_forward_cpu": round(c_g / c_f, 2),
+                **mem,
+                "field_mb": round(field_mb, 3),
+            }
+            print(json.dumps(row), flush=True)
+    for rot, a in ((rot, a) for rot in args.memory_only_rotations for a in adjoints):
+        advection._DEFAULT_ADJOINT = a  # type: ignore[assignment]
         model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, rot, ck)
         row = {
             **common,
+            "adjoint": a,
             "rotations": rot,
             "steps": steps,
             "layout": list(model.layout.dts.shape),

@@ -15,6 +15,16 @@ Finite volumes on the grid of :mod:`jaxgeo.sft.grid` (HipFT 1.x ``advection_oper
 - Time: forward Euler, SSPRK(3,3) and SSPRK(4,3) (HipFT's low-storage forms; CFL factor 2
   for SSPRK(4,3)).
 
+- Derivatives: by default JAX differentiates the stencil (forward and reverse mode). With
+  ``adjoint="hand"`` the operator is a ``jax.custom_vjp`` whose backward pass is written
+  out: face-flux cotangents from the difference and polar-cap adjoints, the CS-WENO3 face
+  partials ∂F/∂(six split fluxes) (recomputed, not stored), shifted sums back to the cells
+  as windows joined by concatenates (JAX's transposes are pads, which XLA CPU fuses into
+  scalar loops that re-evaluate the WENO arithmetic at every shift), in the field's halo
+  layout. Reverse mode only (``jax.jvp``/``jacfwd`` raise), hence not the default: inference
+  uses forward mode for its Jacobians. Measured at 1° on a loaded 2-core machine (CPU time):
+  value-and-gradient of one SSPRK(4,3) step 60–69 → 40–45 ms, forward 3 ms.
+
 The flow is frozen over a step (HipFT sets it, and the Lax–Friedrichs α, once per step).
 Kernels are pure: the factories close over the (static) grid and return functions of
 ``(br, vt, vp[, dt_hours])`` that the caller jits, vmaps and differentiates.
@@ -143,6 +153,148 @@ def _weno_face(ln_m2, ln_m1, ln_0, lp_m1, lp_0, lp_p1, w_m1, w_0):
     return up + um
 
 
+def _weno_face_partials(ln_m2, ln_m1, ln_0, lp_m1, lp_0, lp_p1, w_m1, w_0):
+    """∂(face flux)/∂(ln_m2, ln_m1, ln_0, lp_m1, lp_0, lp_p1) of :func:`_weno_face`."""
+    cmc_m1, ccp_m1 = w_m1["c_mc"], w_m1["c_cp"]
+    cmc_0, ccp_0 = w_0["c_mc"], w_0["c_cp"]
+    dn = ln_m1 - ln_m2
+    dn1 = ln_0 - ln_m1
+    dpp = lp_p1 - lp_0
+    dp1 = lp_0 - lp_m1
+    p0m = ln_m1 + cmc_m1 * dn
+    p1m = cmc_0 * ln_m1 + ccp_m1 * ln_0
+    p0p = lp_0 - ccp_0 * dpp
+    p1p = ccp_m1 * lp_0 + cmc_0 * lp_m1
+    s0m = w_m1["d"] + 4.0 * jnp.square(cmc_m1 * dn)
+    s1m = w_m1["d"] + 4.0 * jnp.square(ccp_m1 * dn1)
+    s0p = w_0["d"] + 4.0 * jnp.square(ccp_0 * dpp)
+    s1p = w_0["d"] + 4.0 * jnp.square(cmc_0 * dp1)
+    a0m = w_m1["p_t"] * jnp.square(s1m)
+    a1m = w_m1["mc_t"] * jnp.square(s0m)
+    a0p = w_0["m_t"] * jnp.square(s1p)
+    a1p = w_0["cp_t"] * jnp.square(s0p)
+    inv_m = 1.0 / (a0m + a1m)
+    inv_p = 1.0 / (a0p + a1p)
+    w0m, w1m = a0m * inv_m, a1m * inv_m
+    w0p, w1p = a0p * inv_p, a1p * inv_p
+    # um = w0 p0 + w1 p1 with w_i = a_i / (a0 + a1): ∂um/∂a0 = w1 D, ∂um/∂a1 = −w0 D with
+    # D = (p0 − p1)/(a0 + a1); ∂a/∂(difference) = 16 · (weight) · c² · difference · s.
+    dm = (p0m - p1m) * inv_m
+    dp = (p0p - p1p) * inv_p
+    g_dn = w0m * (cmc_m1 - dm * 16.0 * w_m1["mc_t"] * jnp.square(cmc_m1) * dn * s0m)
+    g_dn1 = w1m * dm * 16.0 * w_m1["p_t"] * jnp.square(ccp_m1) * dn1 * s1m
+    g_dpp = -w0p * (ccp_0 + dp * 16.0 * w_0["cp_t"] * jnp.square(ccp_0) * dpp * s0p)
+    g_dp1 = w1p * dp * 16.0 * w_0["m_t"] * jnp.square(cmc_0) * dp1 * s1p
+    return (
+        -g_dn,
+        w0m + w1m * cmc_0 + g_dn - g_dn1,
+        w1m * ccp_m1 + g_dn1,
+        w1p * cmc_0 - g_dp1,
+        w0p + w1p * ccp_m1 - g_dpp + g_dp1,
+        g_dpp,
+    )
+
+
+Adjoint = Literal["autodiff", "hand"]
+# The reverse-mode derivative of the operator when a factory is not told: "autodiff" (JAX
+# differentiates the stencil; forward mode works too) or "hand" (custom_vjp with the
+# hand-written adjoint; reverse mode only). Module level so that benchmarks and tests can
+# compare the two through callers that do not pass it.
+_DEFAULT_ADJOINT: Adjoint = "autodiff"
+
+
+def _zero_halo(x: Array, r: int) -> Array:
+    """``x`` with ``r`` zero columns on each side (a concatenate: XLA CPU fuses a pad into
+    its consumers as a scalar loop with a bounds test per point)."""
+    z = jnp.zeros_like(x[..., :r])
+    return jnp.concatenate([z, x, z], axis=-1)
+
+
+def _adjoint_of_pair(a: Array, b: Array, axis: int) -> Array:
+    """Cotangent of ``x`` from those ``a`` of ``x[:-1]`` and ``b`` of ``x[1:]`` along ``axis``."""
+
+    def w(y, lo, hi):
+        return jax.lax.slice_in_dim(y, lo, hi, axis=axis)
+
+    m = a.shape[axis]
+    return jnp.concatenate([w(a, 0, 1), w(a, 1, m) + w(b, 0, m - 1), w(b, m - 1, m)], axis=axis)
+
+
+def _stencil_adjoint(parts, ct_face: Array, axis: int, size: int) -> tuple[Array, Array]:
+    """Cotangents of ``ln``/``lp`` (length ``size`` along ``axis``) from the face cotangents.
+
+    Face i reads ``ln`` at i … i+2 and ``lp`` at i+1 … i+3 (:func:`_weno_face`'s six inputs,
+    whose partial derivatives are ``parts``): each product goes back shifted by its offset.
+    """
+    m = ct_face.shape[axis]
+
+    def win(x, lo, hi):
+        return jax.lax.slice_in_dim(x, lo, hi, axis=axis)
+
+    def shifted_sum(prods, offsets):
+        # out[e] = sum_j prods[j][e - o_j]: plain windows where every term exists, single
+        # edge lines where only some do, joined by one concatenate. (Written as a sum of
+        # pads, XLA CPU fuses it into scalar loops with a bounds test per term per point.)
+        lo, hi = max(offsets), min(offsets) + m
+        pieces = []
+        for e in [*range(lo), "mid", *range(hi, size)]:
+            if e == "mid":
+                terms = [win(p, lo - o, hi - o) for p, o in zip(prods, offsets, strict=True)]
+            else:
+                terms = [
+                    win(p, e - o, e - o + 1)
+                    for p, o in zip(prods, offsets, strict=True)
+                    if 0 <= e - o < m
+                ]
+            if not terms:
+                zshape = list(ct_face.shape)
+                zshape[axis] = 1
+                terms = [jnp.zeros(zshape, ct_face.dtype)]
+            pieces.append(sum(terms[1:], terms[0]))
+        return jnp.concatenate(pieces, axis=axis)
+
+    prods = [p * ct_face for p in parts]
+    return shifted_sum(prods[:3], (0, 1, 2)), shifted_sum(prods[3:], (1, 2, 3))
+
+
+def _same_vma(args):
+    """``args`` with every array varying over the same ``shard_map`` axes.
+
+    A ``custom_vjp`` must return cotangents of its inputs' types; inside ``shard_map`` a flow
+    replicated over a longitude block axis meets a field that varies over it, and the flow's
+    cotangent would vary. Marking it varying here (outside the ``custom_vjp``) lets JAX's own
+    transpose of that cast sum the cotangent over the axis, as plain autodiff does.
+    """
+
+    def varying(x) -> frozenset:
+        aval = jax.typeof(x)
+        mat = getattr(aval, "manual_axis_type", None)  # jax 0.10; older: aval.vma
+        return frozenset(mat.varying if mat is not None else getattr(aval, "vma", ()))
+
+    vma = frozenset().union(*(varying(x) for x in jax.tree.leaves(args)))
+    if not vma:
+        return args
+
+    def cast(x):
+        missing = vma - varying(x)
+        return jax.lax.pcast(x, tuple(sorted(missing)), to="varying") if missing else x
+
+    return jax.tree.map(cast, args)
+
+
+def _unbroadcast(x: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``x`` over the leading axes that broadcasting added to an array of ``shape``."""
+    extra = x.ndim - len(shape)
+    if extra:
+        x = jnp.sum(x, axis=tuple(range(extra)))
+    axes = tuple(
+        i for i, (a, b) in enumerate(zip(x.shape, shape, strict=True)) if b == 1 and a != 1
+    )
+    if axes:
+        x = jnp.sum(x, axis=axes, keepdims=True)
+    return x
+
+
 def _with_ghosts(m: _Mesh, vt: Array) -> Array:
     if vt.shape[-2] == m.n + 1:
         return vt
@@ -187,16 +339,39 @@ class _Operator:
     WENO3, 1 for upwind), built once per stage by :func:`_ext`: every stencil shift is then
     a plain slice, and the concatenate makes XLA keep the stage's field in memory (its
     elementwise stage update would otherwise be re-evaluated at every stencil offset).
+    ``adjoint="hand"`` routes ``apply`` through a ``custom_vjp`` whose backward pass is
+    :meth:`_adjoint`; :meth:`_apply_plain` (the forward arithmetic, the same either way) stays
+    reachable for tests and A/B benchmarks.
     """
 
-    def __init__(self, grid: SftGrid, space: str) -> None:
+    def __init__(self, grid: SftGrid, space: str, adjoint: Adjoint | None = None) -> None:
         if space not in ("weno3", "upwind"):
             raise ConfigError(f"advection space scheme must be 'weno3' or 'upwind', got {space!r}")
+        adjoint = _DEFAULT_ADJOINT if adjoint is None else adjoint
+        if adjoint not in ("autodiff", "hand"):
+            raise ConfigError(f"advection adjoint must be 'autodiff' or 'hand', got {adjoint!r}")
+        self.adjoint = adjoint
         self.m = _Mesh(grid)
         self.space = space
         self.r = 2 if space == "weno3" else 1
         self.nph = grid.n_phi
         self._consts: dict[str, dict] = {}
+
+        @jax.custom_vjp
+        def apply_vjp(fe, k):
+            return self._apply_plain(fe, k)
+
+        # Residuals: the inputs only. The face partials are recomputed in the backward pass
+        # (measured as fast as saving them from the forward, 1° SSPRK(4,3) step, and no
+        # extra memory per stage).
+        def fwd(fe, k):
+            return self._apply_plain(fe, k), (fe, k)
+
+        def bwd(res, ct):
+            return self._adjoint(*res, ct)
+
+        apply_vjp.defvjp(fwd, bwd)
+        self._apply_vjp = apply_vjp
 
     def consts(self, dtype) -> dict:
         """Grid constants of the stencils in ``dtype``, converted once per dtype."""
@@ -253,6 +428,11 @@ class _Operator:
 
     def apply(self, fe: Array, k: dict[str, Array]) -> Array:
         """∇·(v B) (..., n_theta, n_phi) from ``fe = _ext(B, r)`` and ``k = prepare(...)``."""
+        if self.adjoint == "hand":
+            return self._apply_vjp(*_same_vma((fe, k)))
+        return self._apply_plain(fe, k)
+
+    def _apply_plain(self, fe: Array, k: dict[str, Array]) -> Array:
         n, r, nph = self.m.n, self.r, self.nph
         cs = self.consts(fe.dtype)
         f = fe[..., r : r + nph]
@@ -316,24 +496,155 @@ class _Operator:
         south = jnp.broadcast_to(fs[..., None, :], shape)
         return jnp.concatenate([north, div, south], axis=-2)
 
+    def _face_partials(self, fe: Array, k: dict[str, Array]) -> tuple[tuple, tuple]:
+        """The WENO face partials of the θ and φ faces (see :meth:`_adjoint`)."""
+        n, r, nph = self.m.n, self.r, self.nph
+        cs = self.consts(fe.dtype)
+        f = fe[..., r : r + nph]
+        lp = f * k["hp_t"][..., r : r + nph]
+        ln = f * k["hn_t"][..., r : r + nph]
+        pt = _weno_face_partials(
+            ln[..., 0 : n - 3, :],
+            ln[..., 1 : n - 2, :],
+            ln[..., 2 : n - 1, :],
+            lp[..., 1 : n - 2, :],
+            lp[..., 2 : n - 1, :],
+            lp[..., 3:n, :],
+            cs["wt_m1"],
+            cs["wt_0"],
+        )
+        fi = fe[..., 1:-1, :]
+        lp = fi * k["hp_p"]
+        ln = fi * k["hn_p"]
+        pp = _weno_face_partials(
+            ln[..., 0:nph],
+            ln[..., 1 : nph + 1],
+            ln[..., 2 : nph + 2],
+            lp[..., 1 : nph + 1],
+            lp[..., 2 : nph + 2],
+            lp[..., 3 : nph + 3],
+            cs["wp_m1"],
+            cs["wp_0"],
+        )
+        return pt, pp
+
+    def _adjoint(self, fe: Array, k: dict[str, Array], ct: Array) -> tuple[Array, dict]:
+        """Hand-written VJP of :meth:`_apply_plain`: ``(∂/∂fe, ∂/∂k)`` of ``<ct, apply(fe, k)>``."""
+        n, r, nph, space = self.m.n, self.r, self.nph, self.space
+        cs = self.consts(fe.dtype)
+        f = fe[..., r : r + nph]
+        vt = k["vt"]
+        # ---------------- polar caps and the θ difference: cotangents of the θ face fluxes.
+        ct_n = jnp.sum(ct[..., 0:1, :], axis=-1, keepdims=True)
+        ct_s = jnp.sum(ct[..., -1:, :], axis=-1, keepdims=True)
+        cd = ct[..., 1:-1, :]
+        d = cd * cs["inv_stdt"]
+        sth = cs["sth"]
+        ct_ft = jnp.concatenate(
+            [
+                -d[..., :1, :] * sth[:1] + ct_n * cs["dphi_n"],
+                (d[..., :-1, :] - d[..., 1:, :]) * sth[1:-1],
+                d[..., -1:, :] * sth[-1:] + ct_s * cs["dphi_s"],
+            ],
+            axis=-2,
+        )
+
+        def upwind_t_adj(f_n, f_s, v, c):
+            # v * where(v >= 0, f_n, f_s): no derivative through the selection.
+            pos = v >= 0.0
+            u = c * v
+            return jnp.where(pos, u, 0.0), jnp.where(pos, 0.0, u), c * jnp.where(pos, f_n, f_s)
+
+        ck: dict[str, Array] = {}
+        if space == "upwind":
+            a_n, a_s, ck["vt"] = upwind_t_adj(f[..., :-1, :], f[..., 1:, :], vt, ct_ft)
+            ct_f = _adjoint_of_pair(a_n, a_s, -2)
+        else:
+            hn = k["hn_t"][..., r : r + nph]
+            hp = k["hp_t"][..., r : r + nph]
+            # Face q (between rows q+1 and q+2) reads ln at rows q … q+2 and lp at q+1 … q+3.
+            pt, pp = self._face_partials(fe, k)
+            ct_ln, ct_lp = _stencil_adjoint(pt, ct_ft[..., 1:-1, :], -2, n)
+            # The two upwind faces next to the poles.
+            n0, s0, v0 = upwind_t_adj(
+                f[..., 0:1, :], f[..., 1:2, :], vt[..., 0:1, :], ct_ft[..., :1, :]
+            )
+            n1, s1, v1 = upwind_t_adj(
+                f[..., n - 2 : n - 1, :], f[..., n - 1 :, :], vt[..., -1:, :], ct_ft[..., -1:, :]
+            )
+            x = ct_ln * hn + ct_lp * hp
+            ct_f = jnp.concatenate(
+                [
+                    x[..., 0:1, :] + n0,
+                    x[..., 1:2, :] + s0,
+                    x[..., 2 : n - 2, :],
+                    x[..., n - 2 : n - 1, :] + n1,
+                    x[..., n - 1 :, :] + s1,
+                ],
+                axis=-2,
+            )
+            zero = jnp.zeros_like(ct_ft[..., 1:-1, :])
+            ck["vt"] = jnp.concatenate([v0, zero, v1], axis=-2)
+            ck["hn_t"] = _zero_halo(ct_ln * f, r)
+            ck["hp_t"] = _zero_halo(ct_lp * f, r)
+        # ---------------- φ fluxes.
+        e = cd * cs["inv_stdp"]
+        fi = fe[..., 1:-1, :]
+        if space == "upwind":
+            # fl has the N + 1 faces of columns 0 … N; div[c] = fl[c+1] − fl[c].
+            c_fl = jnp.concatenate([-e[..., :1], e[..., :-1] - e[..., 1:], e[..., -1:]], axis=-1)
+            vl = k["vleft"]
+            a_w, a_e, ck["vleft"] = upwind_t_adj(
+                fi[..., 0 : nph + 1], fi[..., 1 : nph + 2], vl, c_fl
+            )
+            ct_fi = _adjoint_of_pair(a_w, a_e, -1)
+        else:
+            # Face N is face 0 again, so the difference's adjoint is periodic.
+            c_fl = jnp.concatenate([e[..., -1:], e[..., :-1]], axis=-1) - e
+            hn = k["hn_p"]
+            hp = k["hp_p"]
+            ct_ln, ct_lp = _stencil_adjoint(pp, c_fl, -1, nph + 4)
+            ct_fi = ct_ln * hn + ct_lp * hp
+            ck["hn_p"] = ct_ln * fi
+            ck["hp_p"] = ct_lp * fi
+        # fe's halo layout (the caller's _ext transpose folds it); the pole rows only feed
+        # the θ fluxes.
+        mid = jnp.concatenate(
+            [ct_fi[..., :r], ct_fi[..., r : r + nph] + ct_f[..., 1:-1, :], ct_fi[..., r + nph :]],
+            axis=-1,
+        )
+        ct_fe = jnp.concatenate(
+            [_zero_halo(ct_f[..., :1, :], r), mid, _zero_halo(ct_f[..., -1:, :], r)], axis=-2
+        )
+        ct_fe = _unbroadcast(ct_fe, fe.shape)
+        ck = {name: _unbroadcast(ck[name], v.shape) for name, v in k.items()}
+        return ct_fe, ck
+
     def __call__(self, br: Array, k: dict[str, Array]) -> Array:
         return self.apply(_ext(br, self.r), k)
 
 
 def advection_operator(
-    grid: SftGrid, space: Literal["weno3", "upwind"] = "weno3"
+    grid: SftGrid,
+    space: Literal["weno3", "upwind"] = "weno3",
+    *,
+    adjoint: Adjoint | None = None,
 ) -> Callable[..., Float[Array, "*b theta phi"]]:
     """Factory of the advection tendency ``dB/dt = −∇·(v B)``.
 
     Args:
         grid: the grid (static).
         space: ``"weno3"`` (HipFT's CS-WENO3 with Lax–Friedrichs splitting) or ``"upwind"``.
+        adjoint: reverse-mode derivative of the stencil: ``"autodiff"`` (JAX's; forward
+            mode works too) or ``"hand"`` (a ``custom_vjp`` with the hand-written adjoint,
+            fewer and cheaper kernels; ``jax.jvp``/``jacfwd`` then raise). ``None``: the
+            module default (``"autodiff"``). Same values either way.
 
     Returns:
         ``fn(br, vt, vp) -> dB/dt`` with ``br`` (..., n_theta, n_phi) in G, ``vt``
         (..., n_theta ∓ 1, n_phi) and ``vp`` (..., n_theta, n_phi) in R_sun/h; result in G/h.
     """
-    op = _Operator(grid, space)
+    op = _Operator(grid, space, adjoint)
 
     def tendency(br, vt, vp):
         br = jnp.asarray(br)
@@ -343,7 +654,11 @@ def advection_operator(
 
 
 def make_advection_step(
-    grid: SftGrid, scheme: Scheme = "weno3-ssprk43", *, unroll_stages: bool = True
+    grid: SftGrid,
+    scheme: Scheme = "weno3-ssprk43",
+    *,
+    unroll_stages: bool = True,
+    adjoint: Adjoint | None = None,
 ) -> Callable[..., Float[Array, "*b theta phi"]]:
     """Factory of one HipFT advection step.
 
@@ -354,6 +669,7 @@ def make_advection_step(
         unroll_stages: unroll the Runge–Kutta stages (fastest code on CPU); ``False`` keeps
             them in a ``lax.scan`` so the operator is compiled once (several times less
             compile time, for short runs and tests). Same arithmetic either way.
+        adjoint: the operator's reverse-mode derivative, as in :func:`advection_operator`.
 
     Returns:
         ``step(br, vt, vp, dt_hours) -> br`` advancing by ``dt_hours`` (traced scalar) with
@@ -363,7 +679,7 @@ def make_advection_step(
         ConfigError: for an unknown scheme.
     """
     space, time = _scheme_parts(scheme)
-    op = _Operator(grid, space)
+    op = _Operator(grid, space, adjoint)
 
     # Every stage of HipFT's low-storage SSPRK drivers has the form
     #   f1 <- a f + b f1 - c dt A(f1)   (f1 starting as f).
