@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -153,9 +154,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .models import ModelConfig
     from .run import TrainConfig, train
 
+    checkpoint = None
+    if args.checkpoint is not None and str(args.checkpoint).lower() != "none":
+        checkpoint = Path(args.checkpoint)
+    encoder = args.encoder
+    if encoder is None:
+        # The pretraining run's encoder when there is one, so --checkpoint alone is enough.
+        run_json = checkpoint / "run.json" if checkpoint is not None else None
+        if run_json is not None and run_json.is_file():
+            encoder = json.loads(run_json.read_text())["config"]["encoder"]
+        else:
+            encoder = "swin-micro"
     model = ModelConfig(
         kind=args.model,
-        encoder=args.encoder,
+        encoder=encoder,
         decoder=args.decoder,
         upernet_width=args.upernet_width,
         unet_base=args.unet_base,
@@ -175,11 +187,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         pixel_m=args.pixel_m,
         eval_regions=tuple(args.eval_region or ()),
     )
-    checkpoint = None
-    if args.checkpoint is not None and str(args.checkpoint).lower() != "none":
-        checkpoint = Path(args.checkpoint)
     if checkpoint is None and args.model != "unet" and args.init is None:
-        log.warning("no --checkpoint: the %s encoder starts from random weights", args.encoder)
+        log.warning("no --checkpoint: the %s encoder starts from random weights", encoder)
     summary = train(
         config,
         args.out,
@@ -216,7 +225,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="pretraining run folder (encoder weights) or 'none'")
     p.add_argument("--init", type=Path, metavar="RUN",
                    help="start from a finished `agb train` run's model (cross-region fine-tuning)")  # fmt: skip
-    p.add_argument("--encoder", default="swin-micro", choices=ENCODERS)
+    p.add_argument("--encoder", default=None, choices=ENCODERS,
+                   help="encoder (default: the --checkpoint run's, else swin-micro)")  # fmt: skip
     p.add_argument("--decoder", default="conv", choices=DECODERS)
     p.add_argument("--upernet-width", type=int, default=128)
     p.add_argument("--unet-base", type=int, default=16, help="U-Net first-level width")
