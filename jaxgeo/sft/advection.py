@@ -153,6 +153,19 @@ def _weno_face(ln_m2, ln_m1, ln_0, lp_m1, lp_0, lp_p1, w_m1, w_0):
     return up + um
 
 
+def _stencil_windows(
+    ln: Array, lp: Array, size: int, axis: int
+) -> tuple[Array, Array, Array, Array, Array, Array]:
+    """The six windows (ln at c−2, c−1, c; lp at c−1, c, c+1) of ``size`` faces along ``axis``
+    that :func:`_weno_face` and :func:`_weno_face_partials` take, face c between cells c−1
+    and c, cell index = window start + face index."""
+
+    def w(x: Array, start: int) -> Array:
+        return jax.lax.slice_in_dim(x, start, start + size, axis=axis)
+
+    return w(ln, 0), w(ln, 1), w(ln, 2), w(lp, 1), w(lp, 2), w(lp, 3)
+
+
 def _weno_face_partials(ln_m2, ln_m1, ln_0, lp_m1, lp_0, lp_p1, w_m1, w_0):
     """∂(face flux)/∂(ln_m2, ln_m1, ln_0, lp_m1, lp_0, lp_p1) of :func:`_weno_face`."""
     cmc_m1, ccp_m1 = w_m1["c_mc"], w_m1["c_cp"]
@@ -450,12 +463,7 @@ class _Operator:
             # Faces between rows r-1 and r for r = 2 … n-2; the two faces next to the
             # poles are upwind, as in HipFT.
             fw = _weno_face(
-                ln[..., 0 : n - 3, :],
-                ln[..., 1 : n - 2, :],
-                ln[..., 2 : n - 1, :],
-                lp[..., 1 : n - 2, :],
-                lp[..., 2 : n - 1, :],
-                lp[..., 3:n, :],
+                *_stencil_windows(ln, lp, n - 3, -2),
                 cs["wt_m1"],
                 cs["wt_0"],
             )
@@ -473,12 +481,7 @@ class _Operator:
             lp = fi * k["hp_p"]
             ln = fi * k["hn_p"]
             fl = _weno_face(
-                ln[..., 0:nph],
-                ln[..., 1 : nph + 1],
-                ln[..., 2 : nph + 2],
-                lp[..., 1 : nph + 1],
-                lp[..., 2 : nph + 2],
-                lp[..., 3 : nph + 3],
+                *_stencil_windows(ln, lp, nph, -1),
                 cs["wp_m1"],
                 cs["wp_0"],
             )
@@ -504,12 +507,7 @@ class _Operator:
         lp = f * k["hp_t"][..., r : r + nph]
         ln = f * k["hn_t"][..., r : r + nph]
         pt = _weno_face_partials(
-            ln[..., 0 : n - 3, :],
-            ln[..., 1 : n - 2, :],
-            ln[..., 2 : n - 1, :],
-            lp[..., 1 : n - 2, :],
-            lp[..., 2 : n - 1, :],
-            lp[..., 3:n, :],
+            *_stencil_windows(ln, lp, n - 3, -2),
             cs["wt_m1"],
             cs["wt_0"],
         )
@@ -517,12 +515,7 @@ class _Operator:
         lp = fi * k["hp_p"]
         ln = fi * k["hn_p"]
         pp = _weno_face_partials(
-            ln[..., 0:nph],
-            ln[..., 1 : nph + 1],
-            ln[..., 2 : nph + 2],
-            lp[..., 1 : nph + 1],
-            lp[..., 2 : nph + 2],
-            lp[..., 3 : nph + 3],
+            *_stencil_windows(ln, lp, nph, -1),
             cs["wp_m1"],
             cs["wp_0"],
         )
