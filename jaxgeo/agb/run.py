@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -296,16 +295,14 @@ def pretrain(
     out = Path(out)
     done = len(history["epoch"]) == config.epochs
     if done:
-        enc_dir = out / "encoder"
-        shutil.rmtree(enc_dir, ignore_errors=True)
-        from jaxgeo.io import Checkpointer
+        from jaxgeo.io import save_snapshot
 
-        with Checkpointer(enc_dir, max_to_keep=1) as ckpt:
-            ckpt.save(
-                len(history["epoch"]),
-                {"params": jax.device_get(ts["params"]["encoder"])},
-                {"encoder": config.encoder, "patch": config.patch},
-            )
+        save_snapshot(
+            out / "encoder",
+            len(history["epoch"]),
+            {"params": jax.device_get(ts["params"]["encoder"])},
+            {"encoder": config.encoder, "patch": config.patch},
+        )
     (out / "history.json").write_text(json.dumps(history) + "\n")
     summary: dict[str, Any] = {
         "command": "agb pretrain",
@@ -516,13 +513,10 @@ def evaluate(
 
 
 def _save_model(path: Path, params: dict, rest: dict, config: TrainConfig, step: int) -> None:
-    from jaxgeo.io import Checkpointer
+    from jaxgeo.io import save_snapshot
 
-    shutil.rmtree(path, ignore_errors=True)
-    with Checkpointer(path, max_to_keep=1) as ckpt:
-        ckpt.save(
-            step, {"params": params, "rest": rest}, {"model": dataclasses.asdict(config.model)}
-        )
+    meta = {"model": dataclasses.asdict(config.model)}
+    save_snapshot(path, step, {"params": params, "rest": rest}, meta)
 
 
 def load_model(run: str | Path) -> tuple[dict, dict, TrainConfig]:

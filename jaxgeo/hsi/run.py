@@ -353,13 +353,9 @@ def pretrain(
 
 
 def _save_backbone(path: Path, name: str, params: Any, rest: Any, step: int) -> None:
-    import shutil
+    from jaxgeo.io import save_snapshot
 
-    from jaxgeo.io import Checkpointer
-
-    shutil.rmtree(path, ignore_errors=True)
-    with Checkpointer(path, max_to_keep=1) as ckpt:
-        ckpt.save(step, {"params": params, "rest": rest}, {"backbone": name})
+    save_snapshot(path, step, {"params": params, "rest": rest}, {"backbone": name})
 
 
 def load_backbone(checkpoint: str | Path, n_bands: int) -> tuple[dict, dict, str]:

@@ -20,6 +20,7 @@ from .store import read_attrs as read_attrs
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpointer as Checkpointer
+    from .checkpoint import save_snapshot as save_snapshot
 
 __all__ = [
     "Checkpointer",
@@ -31,6 +32,7 @@ __all__ = [
     "open_store",
     "read_attrs",
     "read_hipft_map",
+    "save_snapshot",
     "write_hipft_map",
 ]
 
@@ -40,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from .checkpoint import Checkpointer
 
         return Checkpointer
+    if name == "save_snapshot":
+        from .checkpoint import save_snapshot
+
+        return save_snapshot
     raise AttributeError(f"module 'jaxgeo.io' has no attribute {name!r}")

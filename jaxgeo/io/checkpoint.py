@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ if logging.getLogger("absl").level == logging.NOTSET:
 
 import orbax.checkpoint as ocp  # noqa: E402
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "save_snapshot"]
 
 _STATE, _META = "state", "metadata"
 _USER, _KEYS = "user", "prng_key_impls"
@@ -249,3 +250,16 @@ class Checkpointer:
             ],
         )
         return state, dict(meta.get(_USER, {}))
+
+
+def save_snapshot(
+    path: str | os.PathLike[str], step: int, state: Any, metadata: Mapping[str, Any] | None = None
+) -> None:
+    """Write ``state`` as the only checkpoint in ``path``, replacing whatever was there.
+
+    The final weights of a training run (a backbone, an encoder, a model) that later commands
+    restore with ``Checkpointer(path, create=False).restore(target=...)``.
+    """
+    shutil.rmtree(path, ignore_errors=True)
+    with Checkpointer(path, max_to_keep=1) as ckpt:
+        ckpt.save(step, state, metadata)

@@ -238,10 +238,9 @@ def _conditions_jit(classes: ClassSpec) -> Any:
 
 
 def _save_params(folder: Path, params: Any, meta: dict[str, Any]) -> None:
-    from jaxgeo.io import Checkpointer
+    from jaxgeo.io import save_snapshot
 
-    with Checkpointer(folder, max_to_keep=1) as ckpt:
-        ckpt.save(0, {"params": jax.device_get(params)}, meta)
+    save_snapshot(folder, 0, {"params": jax.device_get(params)}, meta)
 
 
 def _load_params(folder: Path, mdef: ModuleDef, abstract: nnx.Module) -> Any:
