@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -38,6 +39,15 @@ GROUPS: tuple[tuple[str, str, str], ...] = (
     ),
     ("terrain", "terrain generation by latent flow matching", "jaxgeo.terrain.commands"),
 )
+
+
+def add_run_folder_options(parser: argparse.ArgumentParser) -> None:
+    """``--out`` (a training run folder), ``--resume``, ``--overwrite`` and ``--plots``: the
+    run-folder options every training command shares (their meaning: jaxgeo.train.RunDir)."""
+    parser.add_argument("--out", type=Path, required=True, help="run folder")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    parser.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -13,17 +13,12 @@ import json
 import logging
 from pathlib import Path
 
+from ..cli import add_run_folder_options
+
 log = logging.getLogger("jaxgeo.agb")
 
 _REGIONS = ("s2", "l8")
 _KINDS = ("frozen", "finetune", "unet")
-
-
-def _add_run_folder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +135,7 @@ def _register_pretrain(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-patch", type=int, default=16, help="mask block side, pixels")
     p.add_argument("--pixel-m", type=float, default=30.0, help="grid spacing, metres")
     p.add_argument("--seed", type=int, default=0)
-    _add_run_folder_options(p)
+    add_run_folder_options(p)
     p.set_defaults(func=_cmd_pretrain)
 
 
@@ -240,7 +235,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic labels")
     p.add_argument("--n-tracks", type=int, default=4, help="GEDI tracks over the scene")
     p.add_argument("--pixel-m", type=float, default=30.0, help="grid spacing, metres")
-    _add_run_folder_options(p)
+    add_run_folder_options(p)
     p.set_defaults(func=_cmd_train)
 
 

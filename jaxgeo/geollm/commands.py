@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+from ..cli import add_run_folder_options
+
 log = logging.getLogger("jaxgeo.geollm")
 
 
@@ -162,7 +164,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fully or with LoRA, with checkpoints every epoch; report test Pearson r².",
     )
     p.add_argument("data", help="dataset store from make-dataset")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, summary)")
+    add_run_folder_options(p)
     p.add_argument("--train-size", type=int, default=10_000)
     p.add_argument("--variant", choices=tuple(VARIANTS), default="full")
     p.add_argument("--mode", choices=("full", "lora"), default="full")
@@ -176,7 +178,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on fewer test samples")
     p.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in a used folder")
-    p.add_argument("--plots", default=None, help="folder for PNG plots")
     p.set_defaults(func=_cmd_finetune)

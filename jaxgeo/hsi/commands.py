@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ..cli import add_run_folder_options
+
 log = logging.getLogger("jaxgeo.hsi")
 
 _SENSOR_CHOICES = ("enmap", "enmap-224", "desis", "hyperion")
@@ -282,13 +284,6 @@ def _add_training_options(
     p.add_argument("--seed", type=int, default=0)
 
 
-def _add_run_folder_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
-
-
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from ..cli import print_summary
     from .run import PretrainConfig, pretrain
@@ -343,7 +338,7 @@ def _register_pretrain(subparsers: argparse._SubParsersAction) -> None:
                    help="MoCo: positives from one date even when the store has two")  # fmt: skip
     p.add_argument("--method-option", action="append", metavar="KEY=VALUE",
                    help="override a method setting, e.g. queue_size=4096, n_local=2, mask_ratio=0.75")  # fmt: skip
-    _add_run_folder_options(p)
+    add_run_folder_options(p)
     p.set_defaults(func=_cmd_pretrain)
 
 
@@ -406,7 +401,7 @@ def _register_finetune(subparsers: argparse._SubParsersAction) -> None:
         weight_decay_help="AdamW weight decay",
         warmup_epochs=5,
     )
-    _add_run_folder_options(p)
+    add_run_folder_options(p)
     p.set_defaults(func=_cmd_finetune)
 
 

@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from ..cli import add_run_folder_options
+
 log = logging.getLogger("jaxgeo.terrain")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    p.add_argument("--plots", type=Path, metavar="DIR", help="write PNG figures to DIR")
+    add_run_folder_options(p)
     p.add_argument("--seed", type=int, default=0)
 
 
