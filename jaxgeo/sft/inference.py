@@ -54,6 +54,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ..errors import ConfigError, FileFormatError, InputError, StoreExistsError
 from . import diagnostics
+from .advection import Adjoint
 from .config import EnsembleConfig, SftConfig
 from .grid import SftGrid
 from .simulation import PARAM_FIELDS, Params, Simulation, build, make_scan
@@ -571,8 +572,15 @@ class ForwardModel:
         p = p.replace(scale=jnp.asarray(scale, dtype=dtype))
         return p, self.br_unit * scale
 
-    def predict(self, theta: Mapping[str, Float[ArrayLike, ""]]) -> Prediction:
+    def predict(
+        self, theta: Mapping[str, Float[ArrayLike, ""]], *, adjoint: Adjoint | None = None
+    ) -> Prediction:
         """Observables for the physical parameter values ``theta`` (key -> scalar).
+
+        ``adjoint`` picks the advection operator's reverse-mode derivative
+        (:mod:`jaxgeo.sft.advection`): ``"hand"`` for reverse mode only (faster gradients;
+        ``jax.jvp``/``jacfwd`` then raise), ``"autodiff"`` for both modes, None for the
+        module default.
 
         Returns:
             ``{"maps": (n_map_times, n_theta, n_phi), "history": {name: (n_history_times,)},
@@ -591,7 +599,10 @@ class ForwardModel:
         every = 0
         if self.checkpoint:
             every = math.ceil(math.sqrt(n_steps)) if n_steps > _CHUNK_STEPS_OVER else 1
-        run = make_scan(self.sim.physics, checkpoint_every=every)
+        physics = self.sim.physics
+        if adjoint is not None:
+            physics = dataclasses.replace(physics, adjoint=adjoint)
+        run = make_scan(physics, checkpoint_every=every)
         key = self.key
 
         def observe(br: Field) -> dict[str, Array]:
@@ -939,19 +950,31 @@ class _Compiled:
         def residuals_z(z: Vector, data: Any) -> Array:
             return _residuals(model.predict(model.theta_from_vector(z)), data, misfit)
 
-        def loss_u(u: Vector, data: Any) -> Array:
-            r = residuals_z(model.to_physical(u), data)
-            return jnp.sum(r * r)
+        def make_loss(adjoint: Adjoint | None) -> Callable[[Vector, Any], Array]:
+            def loss_u(u: Vector, data: Any) -> Array:
+                z = model.to_physical(u)
+                pred = model.predict(model.theta_from_vector(z), adjoint=adjoint)
+                r = _residuals(pred, data, misfit)
+                return jnp.sum(r * r)
 
+            return loss_u
+
+        # Reverse mode through the hand-written advection adjoint (measured 1 rotation at
+        # 1°: value and gradient 8.0–8.6× the forward run, against 9.9–15× with autodiff);
+        # the Jacobian (jacfwd) and forward-mode gradients need JAX's own derivatives.
+        loss_u = make_loss(None)
         if grad_mode == "forward":
             loss_u = _forward_mode_value_and_grad(loss_u)
-        elif grad_mode != "reverse":
+            loss_grad = loss_u
+        elif grad_mode == "reverse":
+            loss_grad = make_loss("hand")
+        else:
             raise ConfigError(f"gradient mode must be 'reverse' or 'forward', got {grad_mode!r}")
-        self.loss_u = loss_u
+        self.loss_u = loss_grad  # what L-BFGS's line search differentiates
         self.residuals = jax.jit(residuals_z)
         self.jacobian = jax.jit(jax.jacfwd(residuals_z))
         self.loss = jax.jit(loss_u)
-        self.value_and_grad = jax.jit(jax.value_and_grad(loss_u))
+        self.value_and_grad = jax.jit(jax.value_and_grad(loss_grad))
         self.predict = jax.jit(lambda z: model.predict(model.theta_from_vector(z)))
         self.to_physical = jax.jit(model.to_physical)
         self._cache: dict[tuple[str, float], Any] = {}

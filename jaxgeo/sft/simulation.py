@@ -143,6 +143,9 @@ class Physics:
     diffusion_plan: diffusion.DiffusionPlan | None = None
     rfe: sources.SourceFn | None = None
     static_source: Array | None = None
+    # The advection operator's reverse-mode derivative (jaxgeo.sft.advection): "autodiff",
+    # "hand" (reverse mode only) or None for the module default.
+    adjoint: advection.Adjoint | None = None
 
     @property
     def has_flow(self) -> bool:
@@ -288,7 +291,7 @@ def make_step(physics: Physics) -> Callable[..., Field]:
         physics,
         flows=make_flows(physics) if physics.has_flow else None,
         advect=(
-            advection.make_advection_step(grid, physics.advection_scheme)
+            advection.make_advection_step(grid, physics.advection_scheme, adjoint=physics.adjoint)
             if physics.advection_scheme is not None
             else None
         ),
