@@ -15,7 +15,8 @@ XLA allocates besides the inputs and outputs) for the forward run and for the gr
 
 ``--memory-only-rotations`` compiles (but does not run) the longer cases and reports their
 memory only. ``--adjoint`` names the advection operator's reverse-mode derivatives to compare
-(:mod:`jaxgeo.sft.advection`: JAX's autodiff or the hand-written adjoint); with several, the
+(:mod:`jaxgeo.sft.advection`: JAX's autodiff, or the hand-written adjoint that ``jaxgeo sft
+infer`` uses for its reverse-mode gradients); with several, the
 cases are compiled first and then timed in alternation in this one process (an A/B on a
 shared machine), one JSON line per case and round.
 """
@@ -35,7 +36,6 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 
-from jaxgeo.sft import advection  # noqa: E402
 from jaxgeo.sft.config import SftConfig  # noqa: E402
 from jaxgeo.sft.inference import make_forward_model  # noqa: E402
 
@@ -59,7 +59,9 @@ def _config(n_theta: int, n_phi: int, hours: float) -> SftConfig:
     )
 
 
-def _case(n_theta: int, n_phi: int, rotations: float, checkpoint: bool) -> tuple:
+def _case(
+    n_theta: int, n_phi: int, rotations: float, checkpoint: bool, adjoint: str = "autodiff"
+) -> tuple:
     hours = round(rotations * ROTATION_HOURS, 6)
     cfg = _config(n_theta, n_phi, hours)
     keys = ("diffusion.nu_km2_s", "flow.meridional.p1")
@@ -68,7 +70,8 @@ def _case(n_theta: int, n_phi: int, rotations: float, checkpoint: bool) -> tuple
     target = model.br_unit * 0.9
 
     def loss(z):
-        final = model.predict(model.theta_from_vector(z))["final"]
+        theta = model.theta_from_vector(z)
+        final = model.predict(theta, adjoint=adjoint)["final"]
         return jnp.sum(area * jnp.square(final - target))
 
     z0 = jnp.asarray([25.0, float(model.base.mf_p1)])
@@ -107,7 +110,8 @@ def main() -> None:
     parser.add_argument(
         "--adjoint",
         default="autodiff",
-        help="comma-separated advection adjoints to compare: autodiff, hand",
+        help="comma-separated advection adjoints to compare: autodiff (JAX's), hand "
+        "(the hand-written one, what `jaxgeo sft infer` uses)",
     )
     args = parser.parse_args()
     adjoints = [a.strip() for a in args.adjoint.split(",") if a.strip()]
@@ -128,8 +132,7 @@ def main() -> None:
     cases = {}
     for a in adjoints:
         # The operator reads the default when the model is built; compile now, while it holds.
-        advection._DEFAULT_ADJOINT = a  # type: ignore[assignment]
-        model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, args.rotations, ck)
+        model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, args.rotations, ck, a)
         fwd_c = fwd.lower(z0).compile()
         grad_c = grad.lower(z0).compile()
         mem = {
@@ -137,7 +140,6 @@ def main() -> None:
             "grad_temp_mb": round(grad_c.memory_analysis().temp_size_in_bytes / 2**20, 1),
         }
         cases[a] = (model, fwd_c, grad_c, z0, steps, mem)
-    advection._DEFAULT_ADJOINT = "autodiff"
     for rnd in range(2 if len(adjoints) > 1 else 1):
         for a, (model, fwd_c, grad_c, z0, steps, mem) in cases.items():
             t_f, c_f = _best(fwd_c, z0, args.repeats)
@@ -161,8 +163,7 @@ def main() -> None:
             }
             print(json.dumps(row), flush=True)
     for rot, a in ((rot, a) for rot in args.memory_only_rotations for a in adjoints):
-        advection._DEFAULT_ADJOINT = a  # type: ignore[assignment]
-        model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, rot, ck)
+        model, fwd, grad, z0, steps, hours = _case(n_theta, n_phi, rot, ck, a)
         row = {
             **common,
             "adjoint": a,

@@ -21,9 +21,10 @@ Finite volumes on the grid of :mod:`jaxgeo.sft.grid` (HipFT 1.x ``advection_oper
   partials ∂F/∂(six split fluxes) (recomputed, not stored), shifted sums back to the cells
   as windows joined by concatenates (JAX's transposes are pads, which XLA CPU fuses into
   scalar loops that re-evaluate the WENO arithmetic at every shift), in the field's halo
-  layout. Reverse mode only (``jax.jvp``/``jacfwd`` raise), hence not the default: inference
-  uses forward mode for its Jacobians. Measured at 1° on a loaded 2-core machine (CPU time):
-  value-and-gradient of one SSPRK(4,3) step 60–69 → 40–45 ms, forward 3 ms.
+  layout. Reverse mode only (``jax.jvp``/``jacfwd`` raise), hence not the default; inference
+  picks it for its reverse-mode gradients (``Physics.adjoint``) and keeps JAX's for its
+  Jacobians. Measured at 1° on a loaded 2-core machine (CPU time): value-and-gradient of one
+  SSPRK(4,3) step 60–69 → 40–45 ms, forward 3 ms.
 
 The flow is frozen over a step (HipFT sets it, and the Lax–Friedrichs α, once per step).
 Kernels are pure: the factories close over the (static) grid and return functions of
