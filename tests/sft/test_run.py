@@ -17,6 +17,10 @@ from jaxgeo.io import open_store, read_attrs, read_hipft_map, write_hipft_map
 from jaxgeo.sft.config import SftConfig
 from jaxgeo.sft.run import run
 
+# The module fixtures train/run once per worker: keep this file on one worker
+# (`pytest -n 2 --dist loadgroup`, as `make test` runs it).
+pytestmark = pytest.mark.xdist_group("sft_run")
+
 SMALL = """
 [grid]
 n_theta = 25

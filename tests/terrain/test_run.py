@@ -23,6 +23,10 @@ from jaxgeo.terrain.run import (
     with_detail,
 )
 
+# The module fixtures train/run once per worker: keep this file on one worker
+# (`pytest -n 2 --dist loadgroup`, as `make test` runs it).
+pytestmark = pytest.mark.xdist_group("terrain_run")
+
 VAE = VaeConfig(patch=32, latent_channels=2, widths=(4, 8), steps=120, batch_size=4,
                 checkpoint_every=60, warmup_steps=10, lr=3e-3)  # fmt: skip
 FLOW = FlowConfig(steps=150, batch_size=16, width=16, depth=1, prior_width=8, prior_depth=1,
