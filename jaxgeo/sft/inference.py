@@ -955,14 +955,13 @@ class _Compiled:
     def __init__(self, model: ForwardModel, misfit: MisfitSpec, grad_mode: GradMode) -> None:
         self.model = model
 
-        def residuals_z(z: Vector, data: Any) -> Array:
-            return _residuals(model.predict(model.theta_from_vector(z)), data, misfit)
+        def residuals_z(z: Vector, data: Any, adjoint: Adjoint | None = None) -> Array:
+            pred = model.predict(model.theta_from_vector(z), adjoint=adjoint)
+            return _residuals(pred, data, misfit)
 
         def make_loss(adjoint: Adjoint | None) -> Callable[[Vector, Any], Array]:
             def loss_u(u: Vector, data: Any) -> Array:
-                z = model.to_physical(u)
-                pred = model.predict(model.theta_from_vector(z), adjoint=adjoint)
-                r = _residuals(pred, data, misfit)
+                r = residuals_z(model.to_physical(u), data, adjoint)
                 return jnp.sum(r * r)
 
             return loss_u
