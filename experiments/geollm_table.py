@@ -21,7 +21,10 @@ Modes:
   10,000 / 1,000 / 100; MLP-BERT at 1,000 / 100; the LM fine-tuned at 100 (3 epochs) and
   1,000 (1 epoch) with peak lr 1e-4 on population, 1,000 on poverty.
 - default (a GPU's job: ~4 s a step on CPU): 2,000 test samples, every row at every size, the
-  LM with its default 8 epochs at 5e-5, and the ablation of both arms.
+  LM with its default 8 epochs at 5e-5, and the ablation of both arms. Split over two
+  machines: ``--skip-lm`` on a CPU (baselines, MLP-BERT, its ablation), then ``--lm-only
+  --token-bucket 0`` on a GPU (the LM rows and its ablation, added to the same results file;
+  192 s on one H200).
 
 Writes ``experiments/results/geollm_table{_quick}.md`` and ``.json`` (rewritten after each
 row, so an interrupted run keeps what it measured).
@@ -62,7 +65,8 @@ def _markdown(res: dict[str, Any]) -> str:
         "# GeoLLM offline: Table 1 (Pearson r² on the test set) and prompt ablation",
         "",
         f"Mode: {res['mode']}; test samples: {res['n_test']}; machine: {res['machine']}; "
-        f"{res['seconds']:.0f} s.",
+        f"{res['seconds']:.0f} s"
+        + (f" (the LM rows and LM ablation: {res['lm_device']})." if "lm_device" in res else "."),
         "",
         "**Leak.** The population-density target and the prompt's nearby places come from one "
         "gazetteer (GeoNames cities500), so XGBoost-FT (boosted trees on coordinates + "
@@ -126,6 +130,38 @@ def _markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _lm_rows(
+    args: argparse.Namespace,
+    res: dict[str, Any],
+    ds: GeoDataset,
+    rows: dict[str, dict[str, float]],
+    work: Path,
+    n_test: int,
+    save: Any,
+) -> None:
+    """The fine-tuned LM row of one target (each size), saved after each run."""
+    target = ds.config.target
+    if args.quick:
+        lm_plan = [(100, 3), (1_000, 1)] if target == "population_density" else [(1_000, 1)]
+    else:
+        lm_plan = [(n, 8) for n in SIZES]
+    rows["lm"] = {}
+    for n, epochs in lm_plan:
+        fcfg = FinetuneConfig(train_size=n, epochs=epochs, lr=1e-4 if args.quick else 5e-5)
+        out = work / f"lm_{target}_{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        s = finetune(
+            ds, fcfg, out, test_limit=n_test,
+            plots=None if args.no_plots else work / "plots" / f"{target}_{n}",
+            token_bucket=args.token_bucket or None,
+        )  # fmt: skip
+        rows["lm"][str(n)] = s["r2"]
+        res["lm_runs"].append({k: s[k] for k in ("target", "n_train", "steps",
+                                                 "seconds_per_step", "r2", "final_loss")})  # fmt: skip
+        save()
+        print(f"{target}: lm n={n} r2={s['r2']:.3f}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the reduced CPU run")
@@ -133,10 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="population_density,poverty_rate")
     ap.add_argument("--skip-lm", action="store_true", help="baselines and ablation only")
     ap.add_argument(
+        "--token-bucket", type=int, default=32,
+        help="LM batches padded to their longest prompt rounded up to this many tokens (32: "
+        "CPUs); 0: every batch padded to 256 tokens (one compiled program per step count: GPUs)",
+    )  # fmt: skip
+    ap.add_argument(
         "--ablation-only", action="store_true",
         help="only the prompt ablation (own result files: geollm_ablation{_quick})",
     )  # fmt: skip
+    ap.add_argument(
+        "--lm-only", action="store_true",
+        help="only the fine-tuned LM rows and its ablation, added to the existing results file "
+        "(baselines measured on a CPU, the LM on a GPU: the JSON names both machines)",
+    )  # fmt: skip
+    ap.add_argument("--no-plots", action="store_true", help="no LM prediction plots")
     args = ap.parse_args(argv)
+    if args.lm_only and (args.skip_lm or args.ablation_only):
+        ap.error("--lm-only excludes --skip-lm and --ablation-only")
     quick = args.quick
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -155,11 +204,24 @@ def main(argv: list[str] | None = None) -> int:
         "paper_worldpop_population": PAPER,
         "seconds": 0.0,
     }
+    if args.lm_only:
+        import jax
+
+        previous = RESULTS / f"{stem}.json"
+        if previous.is_file():
+            old = json.loads(previous.read_text())
+            if old.get("mode") != res["mode"]:
+                ap.error(f"{previous} holds a {old.get('mode')} run, not {res['mode']}")
+            res.update(
+                {k: old[k] for k in ("machine", "seconds", "targets", "ablation") if k in old}
+            )
+            res["lm_runs"] = []
+        res["lm_device"] = f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}"
     t0 = time.perf_counter()
     datasets: dict[str, GeoDataset] = {}
 
     def save() -> None:
-        res["seconds"] = time.perf_counter() - t0
+        res["lm_seconds" if args.lm_only else "seconds"] = time.perf_counter() - t0
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
         (RESULTS / f"{stem}.md").write_text(_markdown(res))
@@ -173,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
             write_dataset(cfg, store)
         ds = GeoDataset.open(store)
         datasets[target] = ds
-        rows: dict[str, dict[str, float]] = {}
-        res["targets"][target] = rows
+        rows: dict[str, dict[str, float]] = res["targets"].setdefault(target, {})
         if args.ablation_only:
+            continue
+        if args.lm_only:
+            _lm_rows(args, res, ds, rows, work, n_test, save)
             continue
         base = evaluate_baselines(ds, SIZES, ("knn", "xgboost", "xgboost_ft"), test_limit=n_test)
         for m, d in base["r2"].items():
@@ -187,44 +251,35 @@ def main(argv: list[str] | None = None) -> int:
         rows["mlp_bert"] = {str(n): v for n, v in mlp["r2"]["mlp_bert"].items()}
         save()
         print(f"{target}: mlp_bert {rows['mlp_bert']}", file=sys.stderr, flush=True)
-        if args.skip_lm:
-            continue
-        if quick:
-            lm_plan = [(100, 3), (1_000, 1)] if target == "population_density" else [(1_000, 1)]
-        else:
-            lm_plan = [(n, 8) for n in SIZES]
-        rows["lm"] = {}
-        for n, epochs in lm_plan:
-            fcfg = FinetuneConfig(train_size=n, epochs=epochs, lr=1e-4 if quick else 5e-5)
-            out = work / f"lm_{target}_{n}"
-            shutil.rmtree(out, ignore_errors=True)
-            s = finetune(ds, fcfg, out, test_limit=n_test, plots=work / "plots" / f"{target}_{n}")
-            rows["lm"][str(n)] = s["r2"]
-            res["lm_runs"].append({k: s[k] for k in ("target", "n_train", "steps",
-                                                     "seconds_per_step", "r2", "final_loss")})  # fmt: skip
-            save()
-            print(f"{target}: lm n={n} r2={s['r2']:.3f}", file=sys.stderr, flush=True)
+        if not args.skip_lm:
+            _lm_rows(args, res, ds, rows, work, n_test, save)
     # The ablation last: on a CPU it is the most expensive part (one embedding pass of 1,500
     # prompts per variant); results are saved after each variant, cheap variants first.
     if "population_density" in datasets:
         ds = datasets["population_density"]
         rows = res["targets"]["population_density"]
-        arm = res["ablation"].setdefault("MLP-BERT", {})
-        if "1000" in rows.get("mlp_bert", {}):
-            arm["full"] = rows["mlp_bert"]["1000"]
-        for v in (*ABLATION_ORDER, *(() if "full" in arm else ("full",))):
-            r = evaluate_baselines(ds, (1_000,), ("mlp_bert",), variant=v, test_limit=n_test)
-            arm[v] = r["r2"]["mlp_bert"][1_000]
-            save()
-            print(f"ablation {v}: {arm[v]:.3f}", file=sys.stderr, flush=True)
+        if not args.lm_only:
+            arm = res["ablation"].setdefault("MLP-BERT", {})
+            if "1000" in rows.get("mlp_bert", {}):
+                arm["full"] = rows["mlp_bert"]["1000"]
+            for v in (*ABLATION_ORDER, *(() if "full" in arm else ("full",))):
+                r = evaluate_baselines(ds, (1_000,), ("mlp_bert",), variant=v, test_limit=n_test)
+                arm[v] = r["r2"]["mlp_bert"][1_000]
+                save()
+                print(f"ablation {v}: {arm[v]:.3f}", file=sys.stderr, flush=True)
         if not quick and not args.skip_lm:
             arm = res["ablation"].setdefault("LM fine-tuned", {})
-            for v in VARIANTS:
+            if "1000" in rows.get("lm", {}):
+                arm["full"] = rows["lm"]["1000"]  # the same run as the table's n=1000 row
+            for v in (*ABLATION_ORDER, *(() if "full" in arm else ("full",))):
                 fcfg = FinetuneConfig(train_size=1_000, variant=v)
                 out = work / f"lm_ablation_{v}"
                 shutil.rmtree(out, ignore_errors=True)
-                arm[v] = finetune(ds, fcfg, out, test_limit=n_test)["r2"]
+                arm[v] = finetune(
+                    ds, fcfg, out, test_limit=n_test, token_bucket=args.token_bucket or None
+                )["r2"]
                 save()
+                print(f"LM ablation {v}: {arm[v]:.3f}", file=sys.stderr, flush=True)
     save()
     print((RESULTS / f"{stem}.md").read_text())
     return 0

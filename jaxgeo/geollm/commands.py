@@ -110,6 +110,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     summary = finetune(
         args.data, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
         plots=args.plots, stop_after_epochs=args.stop_after_epochs, test_limit=args.test_limit,
+        token_bucket=args.token_bucket or None,
     )  # fmt: skip
     log.info("test r² %.4f after %d steps", summary["r2"], summary["steps"])
     print_summary(summary)
@@ -177,5 +178,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=256, help="tokens kept per prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on fewer test samples")
+    p.add_argument("--token-bucket", type=int, default=32,
+                   help="pad each batch to its longest prompt rounded up to this many tokens "
+                        "(32: CPUs); 0 pads every batch to --max-length (one compiled shape: GPUs)")  # fmt: skip
     p.add_argument("--stop-after-epochs", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_finetune)

@@ -187,31 +187,48 @@ def make_optimizer(cfg: FinetuneConfig, total_steps: int) -> optax.GradientTrans
     return optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_wd_mask)
 
 
+# The settings the compiled step depends on: runs that differ only in data, variant, size
+# of the training set (at equal step counts) or seed share one compiled program.
+_PROGRAM_KEYS = ("mode", "lora_rank", "lr", "weight_decay", "warmup_fraction")
+
+
+def _program_key(cfg: FinetuneConfig) -> str:
+    return json.dumps({k: getattr(cfg, k) for k in _PROGRAM_KEYS}, sort_keys=True)
+
+
 @functools.lru_cache(maxsize=8)
-def _parts(config_json: str, total_steps: int) -> tuple[ModuleDef, optax.GradientTransformation,
-                                                        Callable, Callable]:  # fmt: skip
+def _parts(program_json: str, total_steps: int) -> tuple[ModuleDef, optax.GradientTransformation,
+                                                         Callable, Callable]:  # fmt: skip
     """``(mdef, tx, step, predict)`` of a setting, jitted once per process."""
-    cfg = FinetuneConfig(**json.loads(config_json))
-    mdef, _, _ = load_pretrained_regressor(cfg.lora_rank if cfg.mode == "lora" else 0, cfg.seed)
+    cfg = FinetuneConfig(**json.loads(program_json))
+    mdef, _, _ = load_pretrained_regressor(cfg.lora_rank if cfg.mode == "lora" else 0, 0)
     tx = make_optimizer(cfg, total_steps)
     step = jax.jit(make_train_step(make_loss(mdef), tx))
     return mdef, tx, step, jax.jit(make_predict(mdef))
 
 
-def _width(mask_rows: np.ndarray, cap: int, bucket: int = 32) -> int:
+def _width(mask_rows: np.ndarray, cap: int, bucket: int | None = 32) -> int:
     """Columns a batch needs: its longest prompt rounded up to ``bucket`` tokens (at most
-    ``cap``). Prompts run ~100-250 tokens: padding each batch to its own bucket instead of the
-    dataset's longest prompt saves a fifth of the compute for a handful of compiled shapes."""
+    ``cap``; ``bucket=None``: always ``cap``). Prompts run ~100-250 tokens: on a CPU, padding
+    each batch to its own bucket instead of the dataset's longest prompt saves a fifth of the
+    compute for a handful of compiled shapes; on an accelerator one shape is cheaper."""
+    if bucket is None:
+        return cap
     longest = int(mask_rows.sum(axis=1).max())
     return min(cap, -(-longest // bucket) * bucket)
 
 
 def _predict_all(
-    predict: Callable, params: dict, ids: np.ndarray, mask: np.ndarray, batch_size: int
+    predict: Callable,
+    params: dict,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    batch_size: int,
+    bucket: int | None = 32,
 ) -> np.ndarray:
     out = []
     for s in range(0, len(ids), batch_size):
-        w = _width(mask[s : s + batch_size], ids.shape[1])
+        w = _width(mask[s : s + batch_size], ids.shape[1], bucket)
         i, m = ids[s : s + batch_size, :w], mask[s : s + batch_size, :w]
         pad = batch_size - len(i)
         if pad:  # one compiled shape: pad the last batch with empty rows
@@ -231,6 +248,7 @@ def finetune(
     plots: str | Path | None = None,
     stop_after_epochs: int | None = None,
     test_limit: int | None = None,
+    token_bucket: int | None = 32,
 ) -> dict[str, Any]:
     """Fine-tune on ``config.train_size`` prompts and evaluate r² on the test split.
 
@@ -244,6 +262,11 @@ def finetune(
         plots: Folder for PNG plots (None: none).
         stop_after_epochs: Stop after this many epochs (to test resuming).
         test_limit: Evaluate on the first this many test samples only (smoke tests).
+        token_bucket: Each batch is padded to its longest prompt rounded up to this many
+            tokens (a few compiled shapes, the least compute: for CPUs); None pads every
+            batch to ``config.max_length`` (one compiled shape shared by every run of the
+            same optimiser settings and step count: for accelerators). Results do not depend
+            on it beyond round-off (padding is masked).
 
     Returns:
         The JSON summary (also in ``out/summary.json``).
@@ -253,7 +276,10 @@ def finetune(
     test_idx = ds.test_indices if test_limit is None else ds.test_indices[:test_limit]
     texts = ds.prompts(np.concatenate([train_idx, test_idx]), config.variant)
     tok = tokenize(texts, max_length=config.max_length)
-    width = int(-(-tok.input_ids.shape[1] // 32) * 32)  # a multiple of the batch buckets
+    if token_bucket is None:
+        width = config.max_length
+    else:  # a multiple of the batch buckets
+        width = int(-(-tok.input_ids.shape[1] // token_bucket) * token_bucket)
     ids = np.zeros((len(texts), width), np.int32)
     mask = np.zeros((len(texts), width), np.int32)
     ids[:, : tok.input_ids.shape[1]] = tok.input_ids
@@ -263,7 +289,7 @@ def finetune(
 
     steps_per_epoch = n_train // config.batch_size
     total = steps_per_epoch * config.epochs
-    mdef, tx, step, predict = _parts(json.dumps(config.to_dict(), sort_keys=True), total)
+    mdef, tx, step, predict = _parts(_program_key(config), total)
     _, params, _ = load_pretrained_regressor(
         config.lora_rank if config.mode == "lora" else 0, config.seed
     )
@@ -292,7 +318,7 @@ def finetune(
             for i in progress(range(steps_per_epoch), total=steps_per_epoch,
                               desc=f"epoch {epoch + 1}/{config.epochs}"):  # fmt: skip
                 rows = order[i * config.batch_size : (i + 1) * config.batch_size]
-                w = _width(mask[rows], width)
+                w = _width(mask[rows], width, token_bucket)
                 batch = {
                     "input_ids": ids[rows, :w],
                     "attention_mask": mask[rows, :w],
@@ -310,7 +336,9 @@ def finetune(
     finally:
         run.close()
     full = merge_params(fixed, ts["params"])
-    pred = _predict_all(predict, full, ids[n_train:], mask[n_train:], config.batch_size)
+    pred = _predict_all(
+        predict, full, ids[n_train:], mask[n_train:], config.batch_size, token_bucket
+    )
     true = ds.label[test_idx]
     r2 = pearson_r2(pred, true)
     out = Path(out)

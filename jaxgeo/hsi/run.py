@@ -58,7 +58,7 @@ from .finetune import (
     split_trainable,
 )
 from .ssl import METHODS, make_method
-from .store import CROPTYPE_COLORS, LANDCOVER_COLORS, PatchStore
+from .store import CROPTYPE_COLORS, LANDCOVER_COLORS, PatchStore, normalize_raw
 
 __all__ = [
     "FinetuneConfig",
@@ -198,10 +198,17 @@ def _steps_per_epoch(store: PatchStore, batch_size: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _pretrain_step(
-    config_json: str, n_bands: int, steps_per_epoch: int, lr: float, wd: float
+    config_json: str,
+    n_bands: int,
+    steps_per_epoch: int,
+    lr: float,
+    wd: float,
+    norm: tuple[bytes, bytes],
 ) -> tuple[Callable, Callable, Callable]:
     """``(init(key) -> train state, step, put)`` of a pretraining setting, jitted and cached so
-    that repeated runs (seeds, resumes, experiment tables) reuse the executables."""
+    that repeated runs (seeds, resumes, experiment tables) reuse the executables. The step
+    takes the store's int16 patches and normalises them itself (``norm``: the store's
+    :attr:`~PatchStore.normalization` as bytes), on the device."""
     config = PretrainConfig(**json.loads(config_json))
     method = make_method(config.method, **config.method_settings)
     recipe = _RECIPES[config.method]
@@ -214,7 +221,12 @@ def _pretrain_step(
         recipe["optimizer"], lr, wd, total, config.warmup_epochs * steps_per_epoch,
         recipe.get("b2", 0.999),
     )  # fmt: skip
-    step_fn = make_train_step(method.make_loss(mdef), tx, method.make_after_update(total))
+    base_step = make_train_step(method.make_loss(mdef), tx, method.make_after_update(total))
+    a, b = (np.frombuffer(v, np.float32) for v in norm)
+
+    def step_fn(ts: Any, batch: dict, key: jax.Array) -> Any:
+        return base_step(ts, {k: normalize_raw(v, a, b) for k, v in batch.items()}, key)
+
     step, put = _stepper(step_fn, config.batch_size)
 
     @jax.jit
@@ -223,7 +235,7 @@ def _pretrain_step(
         rngs = nnx.Rngs(k_init)
         module = method.build(make_backbone(config.backbone, n_bands, rngs=rngs), rngs)
         params, rest = ModuleDef.params(module), ModuleDef.rest(module)
-        return init_train_state(params, method.init_state(params, rest, k_state), tx)
+        return init_train_state(params, method.init_state(params, rest, k_state, total), tx)
 
     return init, step, put
 
@@ -283,6 +295,7 @@ def pretrain(
             steps_per_epoch,
             lr,
             wd,
+            tuple(v.tobytes() for v in store.normalization),  # type: ignore[arg-type]
         )
         ts = init(k_model)
         history: dict[str, list[float]] = {"epoch": [], "loss": [], "seconds": []}
@@ -298,8 +311,9 @@ def pretrain(
             t_epoch = time.perf_counter()
             losses = []
             batches = store.batches(
-                "train", config.batch_size, seed=config.seed, epoch=epoch, with_t2=with_t2
-            )
+                "train", config.batch_size, seed=config.seed, epoch=epoch, with_t2=with_t2,
+                raw=True,
+            )  # fmt: skip
             for i, batch in enumerate(
                 progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}")
             ):

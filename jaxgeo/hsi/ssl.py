@@ -3,7 +3,7 @@
 Each method is a frozen dataclass of its settings with three parts:
 
 - ``build(backbone, rngs)``: the online network (an NNX module with a ``backbone`` attribute);
-- ``init_state(params, rest)``: what the loss carries besides the trained parameters (batch
+- ``init_state(params, rest, key, total_steps)``: what the loss carries besides the trained parameters (batch
   statistics ``rest``, a momentum encoder, a queue, a centre);
 - ``make_loss(mdef)`` and ``make_after_update()``: ``loss(params, state, batch, key) ->
   (loss, (state, metrics))`` and ``after_update(params, state, step) -> state`` for
@@ -118,6 +118,28 @@ def enqueue(queue: Array, ptr: Array, keys: Array) -> tuple[Array, Array]:
     return queue, (ptr + keys.shape[0]) % queue.shape[0]
 
 
+def grouped_forward(
+    mdef: ModuleDef, params: PyTree, rest: PyTree, x: Array, groups: int
+) -> tuple[Array, PyTree]:
+    """``model(x, train=True)`` with batch statistics computed over ``groups`` equal,
+    consecutive parts of the batch apart (as on that many devices with per-device batch
+    norm); the updated running statistics are the mean of the groups'."""
+    if groups == 1:
+        model = mdef.merge(params, rest)
+        return model(x, train=True), mdef.rest(model)
+
+    def one(xg: Array) -> tuple[Array, PyTree]:
+        model = mdef.merge(params, rest)
+        return model(xg, train=True), mdef.rest(model)
+
+    out, rests = jax.vmap(one)(x.reshape(groups, -1, *x.shape[1:]))
+
+    def mean(a: Array) -> Array:
+        return a.mean(0).astype(a.dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a[0]
+
+    return out.reshape(x.shape[0], *out.shape[2:]), jax.tree_util.tree_map(mean, rests)
+
+
 class _MoCoNet(nnx.Module):
     def __init__(self, backbone: Backbone, hidden: int, dim: int, *, rngs: nnx.Rngs) -> None:
         self.backbone = backbone
@@ -138,6 +160,12 @@ class MoCo:
         queue_size: Negative keys kept (MoCo: 65,536); must be a multiple of the batch size.
         hidden, dim: Projector widths (MoCo-v2: 2048 -> 128).
         crop_scale: Area range of the random resized crop.
+        bn_group: Shuffling batch norm: batches of at least two groups of this many samples
+            are split into groups whose batch statistics are computed apart (MoCo's per-GPU
+            batch norm, 256 = 8 GPUs x 32); the key encoder sees the batch in a random order
+            (restored after it), so a query and its key never share statistics, which would
+            let the network cheat on the pretext task. Smaller batches are one group (no
+            shuffle); ``0`` turns it off.
     """
 
     temperature: float = 0.1
@@ -146,13 +174,17 @@ class MoCo:
     hidden: int = 2048
     dim: int = 128
     crop_scale: tuple[float, float] = (0.2, 1.0)
+    bn_group: int = 32
 
     name = "moco"
 
     def build(self, backbone: Backbone, rngs: nnx.Rngs) -> nnx.Module:
         return _MoCoNet(backbone, self.hidden, self.dim, rngs=rngs)
 
-    def init_state(self, params: PyTree, rest: PyTree, key: jax.Array) -> dict:
+    def init_state(
+        self, params: PyTree, rest: PyTree, key: jax.Array, total_steps: int = 0
+    ) -> dict:
+        del total_steps
         queue = _normalize(jax.random.normal(key, (self.queue_size, self.dim), jnp.float32))
         return {
             "rest": rest,
@@ -172,25 +204,38 @@ class MoCo:
             k1, k2 = jax.random.split(key)
             v1 = augment_batch(k1, x, size, self.crop_scale)
             v2 = augment_batch(k2, x2, size, self.crop_scale)
-            model = mdef.merge(params, state["rest"])
-            q = model(v1, train=True)
-            key_model = mdef.merge(state["key_params"], state["key_rest"])
-            k = jax.lax.stop_gradient(key_model(v2, train=True))
+            groups = self.groups(x.shape[0])
+            q, rest = grouped_forward(mdef, params, state["rest"], v1, groups)
+            if groups > 1:  # shuffle BN: the keys' groups mix other samples than the queries'
+                perm = jax.random.permutation(jax.random.fold_in(key, 1), x.shape[0])
+                k, key_rest = grouped_forward(
+                    mdef, state["key_params"], state["key_rest"], v2[perm], groups
+                )
+                k = k[jnp.argsort(perm)]
+            else:
+                k, key_rest = grouped_forward(mdef, state["key_params"], state["key_rest"], v2, 1)
+            k = jax.lax.stop_gradient(k)
             logits = infonce_logits(q, k, state["queue"], temperature)
             labels = jnp.zeros(x.shape[0], jnp.int32)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
             queue, ptr = enqueue(state["queue"], state["queue_ptr"], k)
-            new_state = {
-                **state,
-                "rest": mdef.rest(model),
-                "key_rest": mdef.rest(key_model),
-                "queue": queue,
-                "queue_ptr": ptr,
-            }
+            new_state = {**state, "rest": rest, "key_rest": key_rest, "queue": queue,
+                         "queue_ptr": ptr}  # fmt: skip
             acc = jnp.mean((jnp.argmax(logits, axis=1) == 0).astype(jnp.float32))
             return loss, (new_state, {"top1": acc})
 
         return loss_fn
+
+    def groups(self, batch: int) -> int:
+        """Batch-norm groups of a batch of ``batch`` samples (see ``bn_group``)."""
+        if self.bn_group <= 0 or batch < 2 * self.bn_group:
+            return 1
+        if batch % self.bn_group:
+            raise ValueError(
+                f"moco bn_group={self.bn_group}: the batch size {batch} must be a multiple of "
+                "it (or set bn_group=0 for one batch-norm group)"
+            )
+        return batch // self.bn_group
 
     def make_after_update(self, total_steps: int = 0) -> Callable:
         del total_steps
@@ -273,6 +318,12 @@ class DINO:
         n_local: Local crops besides the two global ones (multi-crop).
         global_scale, local_scale: Area ranges of global and local crops.
         local_frac: Local crop side as a fraction of the patch side (96/224 in DINO).
+        warmup_teacher_temp, teacher_temp_warmup: The teacher temperature rises linearly
+            from ``warmup_teacher_temp`` to ``teacher_temp`` over this fraction of the
+            training steps (DINO's ``warmup_teacher_temp_epochs`` / epochs: 0 by default,
+            30/300 in its ViT recipes).
+        freeze_last_layer: The prototype layer gets no gradient for this fraction of the
+            training steps (DINO: its first epoch of 100, which stabilises the start).
     """
 
     out_dim: int = 65536
@@ -286,8 +337,25 @@ class DINO:
     global_scale: tuple[float, float] = (0.4, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.4)
     local_frac: float = 96 / 224
+    warmup_teacher_temp: float = 0.04
+    teacher_temp_warmup: float = 0.0
+    freeze_last_layer: float = 0.01
 
     name = "dino"
+
+    def schedules(self, step: Array, total_steps: int) -> tuple[Array, Array]:
+        """``(teacher temperature, 1.0 while the last layer is frozen else 0.0)`` at ``step``
+        of ``total_steps`` (0: unknown length, no warm-up and no freezing)."""
+        s = jnp.asarray(step, jnp.float32)
+        warm = int(self.teacher_temp_warmup * total_steps)
+        temp = jnp.float32(self.teacher_temp)
+        if warm > 0:
+            ramp = self.warmup_teacher_temp + (self.teacher_temp - self.warmup_teacher_temp) * (
+                s / warm
+            )
+            temp = jnp.where(s < warm, ramp, temp)
+        frozen = (s < int(self.freeze_last_layer * total_steps)).astype(jnp.float32)
+        return temp.astype(jnp.float32), frozen
 
     def build(self, backbone: Backbone, rngs: nnx.Rngs) -> nnx.Module:
         head = _DINOHead(
@@ -295,13 +363,18 @@ class DINO:
         )
         return _DINONet(backbone, head)
 
-    def init_state(self, params: PyTree, rest: PyTree, key: jax.Array) -> dict:
+    def init_state(
+        self, params: PyTree, rest: PyTree, key: jax.Array, total_steps: int = 0
+    ) -> dict:
         del key
+        temp, frozen = self.schedules(jnp.zeros((), jnp.int32), total_steps)
         return {
             "rest": rest,
             "teacher_params": params,
             "teacher_rest": rest,
             "center": jnp.zeros((self.out_dim,), jnp.float32),
+            "teacher_temp": temp,  # at the next step: set by after_update from then on
+            "freeze_last": frozen,
         }
 
     def local_size(self, size: int, multiple: int = 4) -> int:
@@ -316,6 +389,11 @@ class DINO:
             glob = jnp.concatenate(
                 [augment_batch(keys[i], x, size, self.global_scale) for i in range(2)]
             )
+            # The prototype layer frozen: its gradient is zero (stop_gradient where frozen).
+            last = params["head"]["last"]
+            frozen = state["freeze_last"] > 0
+            params = {**params, "head": {**params["head"],
+                      "last": jnp.where(frozen, jax.lax.stop_gradient(last), last)}}  # fmt: skip
             student = mdef.merge(params, state["rest"])
             teacher = mdef.merge(state["teacher_params"], state["teacher_rest"])
             t_out = jax.lax.stop_gradient(teacher(glob, train=True)).reshape(2, b, -1)
@@ -330,7 +408,8 @@ class DINO:
                 )
                 s_out.append(student(loc, train=True).reshape(self.n_local, b, -1))
             s_all = jnp.concatenate(s_out)
-            loss = dino_loss(s_all, t_out, state["center"], self.student_temp, self.teacher_temp)
+            loss = dino_loss(s_all, t_out, state["center"], self.student_temp,
+                             state["teacher_temp"])  # fmt: skip
             center = update_center(state["center"], t_out, self.center_momentum)
             new_state = {
                 **state,
@@ -345,7 +424,9 @@ class DINO:
     def make_after_update(self, total_steps: int = 0) -> Callable:
         def after(params, state, step):
             m = _cosine_momentum(self.momentum, step, total_steps) if total_steps else self.momentum
-            return {**state, "teacher_params": ema(state["teacher_params"], params, m)}
+            temp, frozen = self.schedules(step + 1, total_steps)  # for the next step
+            return {**state, "teacher_params": ema(state["teacher_params"], params, m),
+                    "teacher_temp": temp, "freeze_last": frozen}  # fmt: skip
 
         return after
 
@@ -474,7 +555,10 @@ class MAE:
             backbone, backbone.n_bands, self.dec_width, self.dec_depth, self.dec_heads, rngs=rngs
         )
 
-    def init_state(self, params: PyTree, rest: PyTree, key: jax.Array) -> dict:
+    def init_state(
+        self, params: PyTree, rest: PyTree, key: jax.Array, total_steps: int = 0
+    ) -> dict:
+        del total_steps
         del params, key
         return {"rest": rest}
 

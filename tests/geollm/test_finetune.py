@@ -137,3 +137,21 @@ def test_command_line_make_dataset_and_baselines(tmp_path: Path, capsys) -> None
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(res["r2"]) == {"knn", "xgboost_ft"} and set(res["r2"]["knn"]) == {"30", "10"}
     assert (tmp_path / "bl" / "baselines.json").is_file()
+
+
+def test_token_buckets_and_shared_programs() -> None:
+    """Batches pad to their longest prompt rounded up to the bucket (or to the cap with no
+    bucket: one shape for accelerators), and runs that differ only in data, size, variant or
+    seed share one compiled program."""
+    from jaxgeo.geollm.finetune import _program_key, _width
+
+    mask = np.zeros((3, 256), np.int32)
+    mask[0, :40] = 1
+    mask[1, :10] = 1
+    assert _width(mask, 256, 32) == 64
+    assert _width(mask, 48, 32) == 48  # never beyond the cap
+    assert _width(mask, 256, None) == 256
+    a = _program_key(FinetuneConfig(train_size=100, variant="no_address", seed=3))
+    assert a == _program_key(FinetuneConfig(train_size=1000))
+    assert a != _program_key(FinetuneConfig(lr=1e-4))
+    assert a != _program_key(FinetuneConfig(mode="lora"))

@@ -16,6 +16,7 @@ from jaxgeo.hsi.ssl import (
     dino_loss,
     ema,
     enqueue,
+    grouped_forward,
     infonce_logits,
     mae_loss,
     make_method,
@@ -174,3 +175,100 @@ def test_method_step_updates_state(name):
             )
     if name == "dino":
         assert not np.allclose(np.asarray(ts["state"]["center"]), 0.0)
+
+
+def _tiny_moco_net(bn_group):
+    method = make_method("moco", queue_size=16, hidden=32, dim=8, bn_group=bn_group)
+    net = method.build(make_backbone("spec-resnet-tiny", 80, rngs=nnx.Rngs(0)), nnx.Rngs(1))
+    return method, *split_module(net)
+
+
+def test_grouped_batch_norm_keeps_groups_apart():
+    """Per-group batch statistics: a group's outputs do not depend on the other group's
+    samples (they do with one group), equal the model run on that group alone, and the running
+    statistics are the groups' mean."""
+    _, mdef, params, rest = _tiny_moco_net(2)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 80), jnp.float32)
+    y = x.at[3].multiply(3.0)  # a sample of the second group changed
+    two = jax.jit(lambda v: grouped_forward(mdef, params, rest, v, 2))
+    one = jax.jit(lambda v: grouped_forward(mdef, params, rest, v, 1))
+    out_x, rest_x = two(x)
+    out_y, _ = two(y)
+    np.testing.assert_array_equal(np.asarray(out_x[:2]), np.asarray(out_y[:2]))
+    one_x, _ = one(x)
+    one_y, _ = one(y)
+    assert not np.allclose(np.asarray(one_x[:2]), np.asarray(one_y[:2]))
+    parts = [one(x[i : i + 2]) for i in (0, 2)]
+    np.testing.assert_allclose(
+        np.asarray(out_x), np.concatenate([np.asarray(o) for o, _ in parts]), rtol=1e-5, atol=1e-6
+    )
+    for r, r0, r1 in zip(jax.tree_util.tree_leaves(rest_x),
+                         *(jax.tree_util.tree_leaves(r) for _, r in parts), strict=True):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(r), (np.asarray(r0) + np.asarray(r1)) / 2, rtol=1e-5)
+
+
+def test_moco_shuffle_bn_groups():
+    method = make_method("moco", bn_group=32)
+    assert method.groups(16) == 1 and method.groups(32) == 1 and method.groups(256) == 8
+    assert make_method("moco", bn_group=0).groups(256) == 1
+    with pytest.raises(ValueError, match="bn_group=32.*multiple"):
+        method.groups(80)
+
+
+def test_moco_shuffled_keys_are_restored_to_order():
+    """Shuffle BN: the key encoder runs on the batch in a random order, in groups, and its
+    outputs are put back in the batch order, so the positive logit pairs each query with the
+    key of its own sample (putting them back wrongly changes the loss)."""
+    method, mdef, params, rest = _tiny_moco_net(2)
+    state = method.init_state(params, rest, jax.random.key(2))
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 80), jnp.float32)
+    key = jax.random.key(5)
+    loss, _ = jax.jit(method.make_loss(mdef))(params, state, {"x": x}, key)
+    k1, k2 = jax.random.split(key)
+    v1 = augment_batch(k1, x, 8, method.crop_scale)
+    v2 = augment_batch(k2, x, 8, method.crop_scale)
+    perm = jax.random.permutation(jax.random.fold_in(key, 1), 4)
+    assert not np.array_equal(np.asarray(perm), np.arange(4))
+    q, _ = jax.jit(lambda v: grouped_forward(mdef, params, rest, v, 2))(v1)
+    k_perm, _ = jax.jit(
+        lambda v: grouped_forward(mdef, state["key_params"], state["key_rest"], v, 2)
+    )(v2[perm])
+
+    def ce(k):
+        logits = infonce_logits(q, k, state["queue"], method.temperature)
+        return float(
+            optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros(4, int)).mean()
+        )
+
+    assert float(loss) == pytest.approx(ce(k_perm[jnp.argsort(perm)]), rel=1e-5)
+    assert float(loss) != pytest.approx(ce(k_perm), rel=1e-3)
+
+
+def test_dino_teacher_temperature_warmup_and_frozen_last_layer():
+    method = make_method("dino", out_dim=16, hidden=16, bottleneck=8, n_local=0,
+                         warmup_teacher_temp=0.02, teacher_temp=0.06,
+                         teacher_temp_warmup=0.5, freeze_last_layer=0.2)  # fmt: skip
+    temps = [float(method.schedules(jnp.int32(s), 10)[0]) for s in range(10)]
+    np.testing.assert_allclose(temps, [0.02, 0.028, 0.036, 0.044, 0.052] + [0.06] * 5, rtol=1e-6)
+    frozen = [float(method.schedules(jnp.int32(s), 10)[1]) for s in range(10)]
+    assert frozen == [1.0, 1.0] + [0.0] * 8
+    net = method.build(make_backbone("spec-vit-tiny", 80, rngs=nnx.Rngs(0)), nnx.Rngs(1))
+    mdef, params, rest = split_module(net)
+    state = method.init_state(params, rest, jax.random.key(2), total_steps=10)
+    assert float(state["teacher_temp"]) == pytest.approx(0.02)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 80), jnp.float32)
+    grad = jax.jit(
+        jax.grad(lambda p, st: method.make_loss(mdef)(p, st, {"x": x}, jax.random.key(1))[0])
+    )
+    g_frozen = grad(params, state)
+    assert float(jnp.abs(g_frozen["head"]["last"]).max()) == 0.0
+    g_free = grad(params, {**state, "freeze_last": jnp.float32(0.0)})
+    assert float(jnp.abs(g_free["head"]["last"]).max()) > 0.0
+    # the rest of the network still learns while the last layer is frozen
+    np.testing.assert_allclose(
+        np.asarray(g_frozen["head"]["mlp"]["layers"]["0"]["kernel"]),
+        np.asarray(g_free["head"]["mlp"]["layers"]["0"]["kernel"]),
+    )
+    after = method.make_after_update(10)(params, state, jnp.int32(1))  # next step is 2
+    assert float(after["freeze_last"]) == 0.0
+    assert float(after["teacher_temp"]) == pytest.approx(0.036)

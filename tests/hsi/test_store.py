@@ -147,3 +147,41 @@ def test_overwrite_refused_and_old_store_survives_failed_write(tmp_path: Path) -
     (tmp_path / "plain").mkdir()
     with pytest.raises(StoreExistsError, match="not a zarr store"):
         _write(tmp_path / "plain", overwrite=True)
+
+
+def test_raw_batches_and_device_normalisation_match_read(tmp_path: Path) -> None:
+    """``batches(raw=True)`` yields the stored integers; :func:`normalize_raw` (what the
+    pretraining step applies on the device) gives what ``read`` gives, missing values too."""
+    import jax
+
+    from jaxgeo.hsi.store import normalize_raw
+
+    path = tmp_path / "p.zarr"
+    _write(path)
+    store = PatchStore.open(path)
+    kw = dict(seed=1, epoch=0, with_t2=True, drop_last=False)
+    for b_raw, b in zip(
+        store.batches("train", 4, raw=True, **kw), store.batches("train", 4, **kw), strict=True
+    ):
+        assert b_raw["x"].dtype == np.int16 and b_raw["x2"].dtype == np.int16
+        np.testing.assert_array_equal(b_raw["x"], store.read_raw(b["idx"]))
+        for key in ("x", "x2"):
+            z = np.asarray(jax.jit(normalize_raw)(b_raw[key], *store.normalization))
+            np.testing.assert_allclose(z, b[key], rtol=1e-6, atol=1e-6)
+    z0 = np.asarray(normalize_raw(store.read_raw([0]), *store.normalization))
+    assert z0[0, 0, 0, 0] == 0.0  # the missing value, as in read()
+
+
+def test_direct_chunk_reads_equal_zarr_and_fall_back_for_unwritten_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "p.zarr"
+    _write(path)
+    store = PatchStore.open(path)
+    arr = zarr.open_group(path, mode="r")["reflectance"]
+    assert store._chunk_reader(store._refl).__name__ == "direct"
+    np.testing.assert_array_equal(store.read_raw(np.arange(N)), np.asarray(arr[:]))
+    # A chunk file that is not there reads as zarr reads it (the fill value).
+    (path / "reflectance" / "c" / "4" / "0" / "0" / "0").unlink()
+    fresh = PatchStore.open(path)
+    got = fresh.read_raw([4, 5])
+    np.testing.assert_array_equal(got[0], np.full((S, S, B), NODATA, np.int16))
+    np.testing.assert_array_equal(got[1], np.asarray(arr[5]))
