@@ -575,6 +575,31 @@ def _real_sph_harm_fourier(
     return legendre * trig
 
 
+# Points per block of the Fourier form when there are more than _BLOCK_MIN: a block's basis,
+# products and output stay in the CPU caches, which makes many points ~2× faster on a CPU core
+# (L = 40, 16,384 float32 points: 3.9e4 -> 7.5e4 points/s; benchmarks/RESULTS.md).
+_BLOCK = 512
+_BLOCK_MIN = 2048
+
+
+def _fourier_blocks(
+    l_max: int, theta: Float[Array, " n"], phi: Float[Array, " n"], work: jnp.dtype
+) -> Float[Array, "n k"]:
+    """The Fourier form in ``work`` precision, cast back; in blocks of points for many."""
+
+    def block(t: Array, p: Array) -> Array:
+        return _real_sph_harm_fourier(l_max, t.astype(work), p.astype(work)).astype(t.dtype)
+
+    n = theta.shape[0]
+    if n <= _BLOCK_MIN:
+        return block(theta, phi)
+    pad = (-n) % _BLOCK
+    t = jnp.pad(theta, (0, pad)).reshape(-1, _BLOCK)
+    p = jnp.pad(phi, (0, pad)).reshape(-1, _BLOCK)
+    y = lax.map(lambda tp: block(*tp), (t, p))
+    return y.reshape(-1, y.shape[-1])[:n]
+
+
 # ----------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------
@@ -637,12 +662,12 @@ def real_sph_harm(
     theta_f, phi_f, shape = _prepare_points(theta, phi)
     dtype = theta_f.dtype
     work = _working_dtype(precision, dtype)
+    if method == "fourier" or (method == "auto" and l_max <= _FOURIER_MAX_DEGREE):
+        y = _fourier_blocks(l_max, theta_f, phi_f, work)
+        return y.reshape(*shape, (l_max + 1) ** 2)
     if work != dtype:
         y = real_sph_harm(l_max, theta_f.astype(work), phi_f.astype(work), method=method)
         return y.astype(dtype).reshape(*shape, (l_max + 1) ** 2)
-    if method == "fourier" or (method == "auto" and l_max <= _FOURIER_MAX_DEGREE):
-        y = _real_sph_harm_fourier(l_max, theta_f, phi_f)
-        return y.reshape(*shape, (l_max + 1) ** 2)
     p = _legendre_columns(theta_f, l_max, np.arange(l_max + 1))
     cos_m, sin_m = _trig(phi_f, l_max)
 

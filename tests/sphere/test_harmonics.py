@@ -326,3 +326,36 @@ def test_convention_matches_hipft_soccer_ball(hipft_data):
     np.testing.assert_allclose(c65 / c60, math.sqrt(14.0 / 11.0), rtol=1e-12)
     others = np.delete(coef, [lm_index(6, 0) - 36, lm_index(6, 5) - 36])
     assert np.abs(others).max() < 1e-12 * abs(c60)
+
+
+@pytest.mark.parametrize("precision", ["default", "high"])
+def test_many_points_are_evaluated_in_blocks_with_the_same_values_and_gradient(precision) -> None:
+    """Above 2,048 points the Fourier form runs in blocks of 512 (padded): values and the
+    gradient equal the unblocked evaluation of each block's points."""
+    from jaxgeo.sphere import _harmonics as h
+
+    rng = np.random.default_rng(3)
+    n = 2 * h._BLOCK_MIN + 37  # not a multiple of the block
+    theta = jnp.asarray(np.arccos(rng.uniform(-1, 1, n)), jnp.float32)
+    phi = jnp.asarray(rng.uniform(-np.pi, np.pi, n), jnp.float32)
+    y = jax.jit(lambda t, p: real_sph_harm(12, t, p, precision=precision))(theta, phi)
+    small = jax.jit(lambda t, p: real_sph_harm(12, t, p, precision=precision))
+    parts = [small(theta[i : i + 1000], phi[i : i + 1000]) for i in range(0, n, 1000)]
+    np.testing.assert_array_equal(np.asarray(y), np.concatenate([np.asarray(q) for q in parts]))
+
+    def total(t):
+        return jnp.sum(
+            real_sph_harm(12, t, phi, precision=precision) ** 2 * jnp.arange(169, dtype=jnp.float32)
+        )
+
+    g = jax.jit(jax.grad(total))(theta)
+    g_small = [
+        jax.grad(lambda t, i=i: jnp.sum(
+            real_sph_harm(12, t, phi[i : i + 1000], precision=precision) ** 2 * jnp.arange(169, dtype=jnp.float32)
+        ))(theta[i : i + 1000])
+        for i in range(0, n, 1000)
+    ]  # fmt: skip
+    g_small_all = np.concatenate([np.asarray(q) for q in g_small])
+    # float32 sums in another order (blocked program vs per-chunk): round-off of the size
+    tol = (1e-4 if precision == "default" else 1e-6) * np.abs(g_small_all).max()
+    np.testing.assert_allclose(np.asarray(g), g_small_all, rtol=0, atol=tol)
