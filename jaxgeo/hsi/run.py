@@ -203,12 +203,12 @@ def _pretrain_step(
     steps_per_epoch: int,
     lr: float,
     wd: float,
-    norm: tuple[bytes, bytes],
 ) -> tuple[Callable, Callable, Callable]:
     """``(init(key) -> train state, step, put)`` of a pretraining setting, jitted and cached so
-    that repeated runs (seeds, resumes, experiment tables) reuse the executables. The step
-    takes the store's int16 patches and normalises them itself (``norm``: the store's
-    :attr:`~PatchStore.normalization` as bytes), on the device."""
+    that repeated runs (seeds, resumes, experiment tables, other stores) reuse the executables.
+    The step takes the store's int16 patches and normalises them itself, on the device, with
+    ``batch["norm"]``: the store's :attr:`~PatchStore.normalization` ``(a, b)`` repeated along
+    the batch axis (``(batch, 2, bands)``, so it is split over devices like the data)."""
     config = PretrainConfig(**json.loads(config_json))
     method = make_method(config.method, **config.method_settings)
     recipe = _RECIPES[config.method]
@@ -222,10 +222,11 @@ def _pretrain_step(
         recipe.get("b2", 0.999),
     )  # fmt: skip
     base_step = make_train_step(method.make_loss(mdef), tx, method.make_after_update(total))
-    a, b = (np.frombuffer(v, np.float32) for v in norm)
 
     def step_fn(ts: Any, batch: dict, key: jax.Array) -> Any:
-        return base_step(ts, {k: normalize_raw(v, a, b) for k, v in batch.items()}, key)
+        a, b = batch["norm"][0, 0], batch["norm"][0, 1]
+        data = {k: normalize_raw(v, a, b) for k, v in batch.items() if k != "norm"}
+        return base_step(ts, data, key)
 
     step, put = _stepper(step_fn, config.batch_size)
 
@@ -295,7 +296,11 @@ def pretrain(
             steps_per_epoch,
             lr,
             wd,
-            tuple(v.tobytes() for v in store.normalization),  # type: ignore[arg-type]
+        )
+        norm = np.ascontiguousarray(
+            np.broadcast_to(
+                np.stack(store.normalization)[None], (config.batch_size, 2, store.n_bands)
+            )
         )
         ts = init(k_model)
         history: dict[str, list[float]] = {"epoch": [], "loss": [], "seconds": []}
@@ -318,7 +323,7 @@ def pretrain(
                 progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}")
             ):
                 k = jax.random.fold_in(jax.random.fold_in(key, epoch), i)
-                ts, metrics = step(ts, put(_model_batch(batch, ("x", "x2"))), k)
+                ts, metrics = step(ts, put({**_model_batch(batch, ("x", "x2")), "norm": norm}), k)
                 losses.append(metrics["loss"])
                 n_seen += batch["x"].shape[0]
             loss = float(np.mean([float(v) for v in losses]))

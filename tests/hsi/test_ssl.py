@@ -179,7 +179,7 @@ def test_method_step_updates_state(name):
 
 def _tiny_moco_net(bn_group):
     method = make_method("moco", queue_size=16, hidden=32, dim=8, bn_group=bn_group)
-    net = method.build(make_backbone("spec-resnet-tiny", 80, rngs=nnx.Rngs(0)), nnx.Rngs(1))
+    net = method.build(make_backbone("resnet-tiny", 4, rngs=nnx.Rngs(0)), nnx.Rngs(1))
     return method, *split_module(net)
 
 
@@ -188,7 +188,7 @@ def test_grouped_batch_norm_keeps_groups_apart():
     samples (they do with one group), equal the model run on that group alone, and the running
     statistics are the groups' mean."""
     _, mdef, params, rest = _tiny_moco_net(2)
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 80), jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 4), jnp.float32)
     y = x.at[3].multiply(3.0)  # a sample of the second group changed
     two = jax.jit(lambda v: grouped_forward(mdef, params, rest, v, 2))
     one = jax.jit(lambda v: grouped_forward(mdef, params, rest, v, 1))
@@ -221,7 +221,7 @@ def test_moco_shuffled_keys_are_restored_to_order():
     key of its own sample (putting them back wrongly changes the loss)."""
     method, mdef, params, rest = _tiny_moco_net(2)
     state = method.init_state(params, rest, jax.random.key(2))
-    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 80), jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 4), jnp.float32)
     key = jax.random.key(5)
     loss, _ = jax.jit(method.make_loss(mdef))(params, state, {"x": x}, key)
     k1, k2 = jax.random.split(key)
@@ -252,11 +252,11 @@ def test_dino_teacher_temperature_warmup_and_frozen_last_layer():
     np.testing.assert_allclose(temps, [0.02, 0.028, 0.036, 0.044, 0.052] + [0.06] * 5, rtol=1e-6)
     frozen = [float(method.schedules(jnp.int32(s), 10)[1]) for s in range(10)]
     assert frozen == [1.0, 1.0] + [0.0] * 8
-    net = method.build(make_backbone("spec-vit-tiny", 80, rngs=nnx.Rngs(0)), nnx.Rngs(1))
+    net = method.build(make_backbone("vit-tiny", 4, rngs=nnx.Rngs(0)), nnx.Rngs(1))
     mdef, params, rest = split_module(net)
     state = method.init_state(params, rest, jax.random.key(2), total_steps=10)
     assert float(state["teacher_temp"]) == pytest.approx(0.02)
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 80), jnp.float32)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4), jnp.float32)
     grad = jax.jit(
         jax.grad(lambda p, st: method.make_loss(mdef)(p, st, {"x": x}, jax.random.key(1))[0])
     )
