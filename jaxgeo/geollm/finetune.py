@@ -271,6 +271,11 @@ def finetune(
     Returns:
         The JSON summary (also in ``out/summary.json``).
     """
+    if token_bucket is not None and (isinstance(token_bucket, bool) or token_bucket < 1):
+        raise ConfigError(
+            f"token_bucket must be a positive number of tokens (or None: pad to max_length; "
+            f"0 on the command line), got {token_bucket!r}"
+        )
     ds = data if isinstance(data, GeoDataset) else GeoDataset.open(data)
     train_idx = ds.train_indices(config.train_size)
     test_idx = ds.test_indices if test_limit is None else ds.test_indices[:test_limit]

@@ -155,3 +155,5 @@ def test_token_buckets_and_shared_programs() -> None:
     assert a == _program_key(FinetuneConfig(train_size=1000))
     assert a != _program_key(FinetuneConfig(lr=1e-4))
     assert a != _program_key(FinetuneConfig(mode="lora"))
+    with pytest.raises(ConfigError, match="token_bucket must be a positive"):
+        finetune("unused.zarr", FinetuneConfig(), "unused", token_bucket=-3)
