@@ -279,6 +279,11 @@ def pretrain(
             f"moco queue_size {method.queue_size} must be a multiple of "  # type: ignore[union-attr]
             f"batch_size {config.batch_size}"
         )
+    if config.method == "moco":
+        try:
+            method.groups(config.batch_size)  # type: ignore[union-attr]
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     with_t2 = config.method == "moco" and config.multi_temporal and store.has_second_date
     info = {
         "kind": "pretrain",
