@@ -170,9 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI-sized run (minutes on CPU)")
     parser.add_argument("--work", type=Path, help="scratch folder (default runs/hsi_table*)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the setting's)")
     args = parser.parse_args(argv)
     name = "quick" if args.quick else "full"
     setting = QUICK if args.quick else FULL
+    if args.seeds:
+        try:
+            seeds = tuple(int(v) for v in args.seeds.split(","))
+        except ValueError:
+            parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+        setting = dataclasses.replace(setting, seeds=seeds)
     work = args.work or Path("runs") / f"hsi_table_{name}"
     work.mkdir(parents=True, exist_ok=True)
     table = run(setting, work, name)
