@@ -23,7 +23,8 @@ CFG = FinetuneConfig(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+# Trained once: `make test` keeps each test file on one worker (`pytest -n 2 --dist loadfile`).
+@pytest.fixture(scope="session")
 def runs(small_pop: GeoDataset, tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("ft")
     full = finetune(small_pop, CFG, base / "a", test_limit=8)

@@ -17,9 +17,8 @@ from jaxgeo.io import open_store, read_attrs, read_hipft_map, write_hipft_map
 from jaxgeo.sft.config import SftConfig
 from jaxgeo.sft.run import run
 
-# The module fixtures train/run once per worker: keep this file on one worker
-# (`pytest -n 2 --dist loadgroup`, as `make test` runs it).
-pytestmark = pytest.mark.xdist_group("sft_run")
+# Run once: `make test` keeps each test file on one worker
+# (`pytest -n 2 --dist loadfile`).
 
 SMALL = """
 [grid]
@@ -57,7 +56,7 @@ def _json_line(capsys) -> dict:
     return json.loads(out[0])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def small_config(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("cfg")
     path = d / "small.toml"
@@ -65,7 +64,7 @@ def small_config(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def full_run(small_config, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run.zarr"
     run(SftConfig.from_toml(small_config), out, progress=False)

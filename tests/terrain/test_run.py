@@ -23,9 +23,8 @@ from jaxgeo.terrain.run import (
     with_detail,
 )
 
-# The module fixtures train/run once per worker: keep this file on one worker
-# (`pytest -n 2 --dist loadgroup`, as `make test` runs it).
-pytestmark = pytest.mark.xdist_group("terrain_run")
+# Trained / run once: `make test` keeps each test file on one worker
+# (`pytest -n 2 --dist loadfile`).
 
 VAE = VaeConfig(patch=32, latent_channels=2, widths=(4, 8), steps=120, batch_size=4,
                 checkpoint_every=60, warmup_steps=10, lr=3e-3)  # fmt: skip
@@ -33,7 +32,7 @@ FLOW = FlowConfig(steps=150, batch_size=16, width=16, depth=1, prior_width=8, pr
                   bank_size=128, checkpoint_every=75, warmup_steps=10, lr=3e-3)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("terrain")
     # The VAE run is interrupted half way and resumed; a second run goes straight through.
