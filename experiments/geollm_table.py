@@ -37,6 +37,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def _lm_rows(
     rows: dict[str, dict[str, float]],
     work: Path,
     n_test: int,
-    save: Any,
+    save: Callable[[], None],
 ) -> None:
     """The fine-tuned LM row of one target (each size), saved after each run."""
     target = ds.config.target

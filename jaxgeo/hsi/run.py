@@ -198,11 +198,7 @@ def _steps_per_epoch(store: PatchStore, batch_size: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _pretrain_step(
-    config_json: str,
-    n_bands: int,
-    steps_per_epoch: int,
-    lr: float,
-    wd: float,
+    config_json: str, n_bands: int, steps_per_epoch: int, lr: float, wd: float
 ) -> tuple[Callable, Callable, Callable]:
     """``(init(key) -> train state, step, put)`` of a pretraining setting, jitted and cached so
     that repeated runs (seeds, resumes, experiment tables, other stores) reuse the executables.

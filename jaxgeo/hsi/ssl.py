@@ -3,8 +3,8 @@
 Each method is a frozen dataclass of its settings with three parts:
 
 - ``build(backbone, rngs)``: the online network (an NNX module with a ``backbone`` attribute);
-- ``init_state(params, rest, key, total_steps)``: what the loss carries besides the trained parameters (batch
-  statistics ``rest``, a momentum encoder, a queue, a centre);
+- ``init_state(params, rest, key, total_steps)``: what the loss carries besides the trained
+  parameters (batch statistics ``rest``, a momentum encoder, a queue, a centre, schedules);
 - ``make_loss(mdef)`` and ``make_after_update()``: ``loss(params, state, batch, key) ->
   (loss, (state, metrics))`` and ``after_update(params, state, step) -> state`` for
   :func:`jaxgeo.train.make_train_step`.
@@ -558,8 +558,7 @@ class MAE:
     def init_state(
         self, params: PyTree, rest: PyTree, key: jax.Array, total_steps: int = 0
     ) -> dict:
-        del total_steps
-        del params, key
+        del params, key, total_steps
         return {"rest": rest}
 
     def make_loss(self, mdef: ModuleDef) -> Callable:

@@ -801,7 +801,7 @@ class PatchStore:
         For this module's own layout on a local disk (one chunk per patch, bytes + Blosc, no
         sharding) the chunk file is read and decompressed here: zarr's per-chunk path goes
         through its event loop, which tops out at ~500 patches/s on a 16-core GPU host,
-        against ~1,700 for this (benchmarks/hsi_throughput.py). Any other layout, a remote
+        against ~1,700 for this (benchmarks/hsi_pipeline_variants.py). Any other layout, a remote
         store or a chunk never written (the fill value) is read by zarr.
         """
         cached = self._readers.get(arr.path)
