@@ -286,6 +286,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small smoke run (L = 10, 40)")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds timed per case")
     parser.add_argument("--scale", type=int, default=1, help="multiply the SH batch sizes")
+    parser.add_argument(
+        "--sh-batch",
+        type=int,
+        help="points per jaxgeo SH call at every degree (default: 65,536 at L = 10 down to "
+        "1,024 at L = 200; above ~4,000 points at L = 40 a call's output exceeds 32 MB and the "
+        "CPU time goes to page faults of its fresh buffer)",
+    )
     parser.add_argument("--reference", help="python of the reference environment")
     parser.add_argument("--no-reference", action="store_true", help="jaxgeo alone")
     parser.add_argument("--ref-threads", type=int, default=1, help="torch CPU threads")
@@ -337,7 +344,7 @@ def main() -> None:
     _emit(scipy_check(40 if args.quick else 100, *(a[:64] for a in accuracy_points())))
     for degree, n in sh_cases:
         for precision in ("high", "default"):
-            _emit(bench_sh(degree, n * args.scale, min_time, precision))
+            _emit(bench_sh(degree, args.sh_batch or n * args.scale, min_time, precision))
         if python is not None and degree in REFERENCE_N:
             for dtype in ("float32", "float64"):
                 ref_n = REFERENCE_N[degree] * args.scale

@@ -18,10 +18,10 @@ Convention (shared by every part of jaxgeo):
 - Coefficient vectors are flat, of length (l_max + 1)², with ``Y_lm`` at index ``l² + l + m``.
 
 Algorithms. Up to degree 100, :func:`real_sph_harm` uses the Fourier form: each P̄_lm(cos θ)
-(for m >= 1 divided by sin θ) is a trigonometric polynomial in θ whose coefficients are
-tabulated once (FFT of the recursion below on an equispaced θ grid), so all (l_max + 1)²
-harmonics of a batch of points are one dense matrix product of the cos jθ, sin jθ basis with
-that table, times the φ factor — the form that CPUs and GPUs evaluate fastest. Above degree 100
+(for odd m divided by sin θ) is a cosine series in θ whose coefficients are tabulated once
+(FFT of the recursion below on an equispaced θ grid), so all (l_max + 1)² harmonics of a batch
+of points are one dense matrix product of the cos jθ basis with that table, times the φ factor
+— the form that CPUs and GPUs evaluate fastest. Above degree 100
 (and with ``method="recursion"``) it uses the modified forward column recursion of Holmes & Featherstone (2002, J. Geodesy 76,
 279), which runs the three-term recursion in l on ``P̄_lm / sin^m θ`` (a polynomial in cos θ) and
 applies ``sin^m θ`` at the end, so nothing underflows near the poles. Near the poles the scaled
@@ -504,39 +504,47 @@ def _legendre_scaled_np(l_max: int, theta: np.ndarray) -> np.ndarray:
     return s
 
 
+def _sin_factor(ms: np.ndarray) -> np.ndarray:
+    """Power of sin θ factored out of the Fourier-form columns of order |m|: 1 for odd m, else 0.
+
+    P̄_lm(cos θ) = sin^m θ × (polynomial in cos θ) is a cosine series in θ for even m and a
+    sine series for odd m; dividing the odd ones by sin θ makes every column a cosine series,
+    so one basis cos jθ (j = 0..l_max) serves them all.
+    """
+    return (np.asarray(ms) % 2).astype(np.int64)
+
+
 @functools.lru_cache(maxsize=8)
 def _fourier_tables(l_max: int) -> np.ndarray:
-    """Coefficients ``C`` (2(l_max+1), K) with, for flat index k = (l, m),
+    """Coefficients ``C`` (l_max+1, K) with, for flat index k = (l, m),
 
-        Y_k(θ, φ) = [Σ_j C[j, k] cos jθ + C[l_max+1+j, k] sin jθ] · g_|m|(θ) · trig_m(φ),
+        Y_k(θ, φ) = [Σ_j C[j, k] cos jθ] · g_|m|(θ) · trig_m(φ),
 
-    where g_0 = 1, g_|m| = sin θ (|m| >= 1), and trig_m is cos(mφ) (m >= 0) or sin(|m|φ).
+    where g_|m| = sin θ for odd |m|, g_|m| = 1 for even |m| (times a mask that is exactly 0 at
+    the poles for |m| >= 2), and trig_m is cos(mφ) (m >= 0) or sin(|m|φ).
 
     P̄_lm(cos θ) is a trigonometric polynomial of degree l in θ (its analytic continuation to
-    θ in [−π, π], with sin θ signed); so is ``P̄_lm / sin θ = s_lm sin^(m−1) θ`` for m >= 1, of
-    degree l − 1. Sampling either at 4(l_max + 1) equispaced angles and taking the FFT gives its
-    Fourier coefficients to round-off. Factoring sin θ out of the m >= 1 columns makes them
-    vanish exactly at the poles (so ∂Y/∂φ is exactly zero there, as it must be). The phase
-    (−1)^m / √(4π) is folded in. The coefficients are bounded (|C| summed over a column is
-    ~ √l), so evaluating the sum costs ~ √l eps of rounding: 1e-14 in float64 at l = 100.
+    θ in [−π, π], with sin θ signed): a cosine series for even m, and for odd m sin θ times
+    one of degree l − 1 (see :func:`_sin_factor`). Sampling ``P̄_lm / g`` at 4(l_max + 1)
+    equispaced angles and taking the FFT gives its cosine coefficients to round-off (the sine
+    ones vanish). Neither form divides by more than sin θ, so the coefficients stay bounded
+    (|C| summed over a column is ~ √l): evaluating the sum costs ~ √l eps of rounding, 1e-14 in
+    float64 at l = 100. The phase (−1)^m / √(4π) is folded in.
     """
     n_l = l_max + 1
     n_s = 4 * n_l
     theta = 2.0 * math.pi * np.arange(n_s) / n_s
     s = _legendre_scaled_np(l_max, theta)  # [l, sample, m]
     sin_t = np.sin(theta)
-    powers = sin_t[None, :] ** np.maximum(np.arange(n_l) - 1, 0)[:, None]  # [m, sample]
-    powers[0] = 1.0
-    g = s * powers.T[None, :, :]  # P̄ (m = 0) or P̄ / sin θ (m >= 1), [l, sample, m]
+    ms = np.arange(n_l)
+    powers = sin_t[None, :] ** (ms - _sin_factor(ms))[:, None]  # [m, sample]
+    g = s * powers.T[None, :, :]  # P̄ (even m) or P̄ / sin θ (odd m), [l, sample, m]
     spec = np.fft.rfft(g, axis=1) / n_s  # [l, j, m]
     cos_c = 2.0 * spec.real[:, :n_l, :]
     cos_c[:, 0, :] *= 0.5
-    sin_c = -2.0 * spec.imag[:, :n_l, :]
     l_k, m_k, _ = _flat_layout(l_max)
-    coeffs = np.concatenate([cos_c[l_k, :, m_k], sin_c[l_k, :, m_k]], axis=1).T  # (2 n_l, K)
-    coeffs = coeffs * _phase_norm(m_k)[None, :]
-    # Exact zeros where the parity of j or the family (cos/sin) excludes a term: what the FFT
-    # leaves there is round-off.
+    coeffs = cos_c[l_k, :, m_k].T * _phase_norm(m_k)[None, :]  # (n_l, K)
+    # Exact zeros where the parity of j excludes a term: what the FFT leaves there is round-off.
     coeffs[np.abs(coeffs) < 1e-14 * np.abs(coeffs).max(axis=0, keepdims=True)] = 0.0
     coeffs.setflags(write=False)
     return coeffs
@@ -552,27 +560,45 @@ def _spread_table(l_max: int) -> np.ndarray:
     return table
 
 
+# From this degree on the φ factor is put in the flat layout degree by degree (one product
+# and a concatenate); below it by a 0/1 matrix product, which is faster there on XLA CPU
+# (measured, benchmarks/RESULTS.md).
+_SPREAD_BY_DEGREE_MIN = 32
+
+
 def _real_sph_harm_fourier(
     l_max: int, theta: Float[Array, " n"], phi: Float[Array, " n"]
 ) -> Float[Array, "n k"]:
     """All ``Y_lm`` (flat layout) by the Fourier form of :func:`_fourier_tables`."""
     dtype = theta.dtype
     orders = np.arange(l_max + 1)
-    jt = _reduced_angles(theta, orders)
-    basis = jnp.concatenate([jnp.cos(jt), jnp.sin(jt)], axis=1)  # (n, 2 n_l)
+    basis = jnp.cos(_reduced_angles(theta, orders))  # (n, n_l)
     legendre = jnp.dot(
         basis, jnp.asarray(_fourier_tables(l_max), dtype), precision=lax.Precision.HIGHEST
     )
-    # φ factor with the sin θ of the m != 0 columns, indexed by m + l_max for m = −l_max … l_max,
-    # spread to the flat layout by a 0/1 matrix product: exact, and on CPUs several times
-    # faster than a gather or a concatenate of per-degree slices (measured, XLA CPU).
+    # φ factor with g_|m|(θ), indexed by m + l_max for m = −l_max … l_max. The even orders
+    # |m| >= 2 vanish at the poles like sin² θ; the mask makes them exactly 0 there (so
+    # ∂Y/∂φ is exactly zero at the poles, as it must be), where the cosine series leaves
+    # round-off.
     jp = _reduced_angles(phi, orders)
     sin_t = jnp.sin(theta)[:, None]
-    ext = jnp.concatenate(
-        [jnp.sin(jp[:, :0:-1]) * sin_t, jnp.cos(jp[:, :1]), jnp.cos(jp[:, 1:]) * sin_t], axis=1
+    off_pole = jnp.where(sin_t == 0.0, jnp.zeros_like(sin_t), jnp.ones_like(sin_t))
+    g = jnp.where(jnp.asarray(_sin_factor(orders) == 1), sin_t, off_pole)
+    g = g.at[:, 0].set(1.0)
+    ext = jnp.concatenate([jnp.sin(jp[:, :0:-1]) * g[:, :0:-1], jnp.cos(jp) * g], axis=1)
+    if l_max < _SPREAD_BY_DEGREE_MIN:
+        trig = jnp.dot(
+            ext, jnp.asarray(_spread_table(l_max), dtype), precision=lax.Precision.HIGHEST
+        )
+        return legendre * trig
+    # Degree l is the contiguous block l² … (l+1)² − 1, orders −l … l: the slice of ext.
+    return jnp.concatenate(
+        [
+            legendre[:, l * l : (l + 1) ** 2] * ext[:, l_max - l : l_max + l + 1]
+            for l in range(l_max + 1)
+        ],
+        axis=1,
     )
-    trig = jnp.dot(ext, jnp.asarray(_spread_table(l_max), dtype), precision=lax.Precision.HIGHEST)
-    return legendre * trig
 
 
 # Points per block of the Fourier form when there are more than _BLOCK_MIN: a block's basis,

@@ -74,7 +74,8 @@ def test_matches_scipy_l30_including_poles(method):
     assert norm_err.max() < 1e-12
     # Entry by entry, against the bound sqrt((2l+1)/4π): what the Fourier form promises.
     assert (np.abs(ours - ref) / _bound(30)).max() < 1e-13  # measured 3e-14 (either method)
-    # Exact zeros of the m != 0 harmonics at the north pole (sin θ factored out).
+    # Exact zeros of the m != 0 harmonics at the north pole (sin θ factored out of the odd
+    # orders, the even ones masked).
     _, m = index_to_lm(np.arange(n_coeffs(30)))
     assert np.all(ours[theta == 0.0][:, m != 0] == 0.0)
     if method == "fourier":
@@ -359,3 +360,27 @@ def test_many_points_are_evaluated_in_blocks_with_the_same_values_and_gradient(
     g1 = np.asarray(jax.grad(total)(theta, phi))
     tol = (1e-4 if precision == "default" else 1e-6) * np.abs(g1).max()
     np.testing.assert_allclose(np.asarray(g), g1, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("l_max", [5, 40])
+def test_phi_factor_by_matrix_product_and_by_degree_agree(l_max, monkeypatch) -> None:
+    """The Fourier form puts the φ factor in the flat layout by a 0/1 matrix product below
+    _SPREAD_BY_DEGREE_MIN and degree by degree from it: the two give the same values (bit for
+    bit in float64) and gradients (to round-off: the backward sums run in another order)."""
+    from jaxgeo.sphere import _harmonics as h
+
+    theta, phi = _points(30, seed=4)
+    w = jnp.arange((l_max + 1) ** 2, dtype=jnp.float64)
+
+    def total(t, p):
+        return jnp.sum(real_sph_harm(l_max, t, p) ** 2 * w)
+
+    results = []
+    for threshold in (0, 10**9):  # by degree, then by matrix product
+        monkeypatch.setattr(h, "_SPREAD_BY_DEGREE_MIN", threshold)
+        results.append((real_sph_harm(l_max, theta, phi), jax.grad(total, (0, 1))(theta, phi)))
+    (y0, g0), (y1, g1) = results
+    np.testing.assert_array_equal(np.asarray(y0), np.asarray(y1))
+    for a, b in zip(g0, g1, strict=True):
+        scale = np.abs(np.asarray(b)).max()
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12 * scale)
