@@ -102,7 +102,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def plot_canvas(path: Path, result: dict[str, Any], cell_size_m: tuple[float, float]) -> Path:
     """Hillshaded outpainted canvas beside the source terrain (and the independent-tile
-    baseline when present), seam lines marked."""
+    baseline when present); where windows begin is marked by ticks on the sample's edges, so
+    the terrain itself is shown as generated (lines across it would hide any seam)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,10 +126,12 @@ def plot_canvas(path: Path, result: dict[str, Any], cell_size_m: tuple[float, fl
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    for c in result["seam_cols"]:
-        axes[0, 1].axvline(c - 0.5, color="w", lw=0.4, alpha=0.5)
-    for r in result["seam_rows"]:
-        axes[0, 1].axhline(r - 0.5, color="w", lw=0.4, alpha=0.5)
+    seams = axes[0, 1]
+    seams.set_xticks([c - 0.5 for c in result["seam_cols"]])
+    seams.set_yticks([r - 0.5 for r in result["seam_rows"]])
+    seams.tick_params(length=4, width=0.6, labelbottom=False, labelleft=False, top=True,
+                      right=True)  # fmt: skip
+    seams.set_xlabel("ticks: where windows begin", fontsize=8)
     m = result["metrics"]
     fig.suptitle(
         f"{result['elevation'].shape[0]}×{result['elevation'].shape[1]} cells; seam "
