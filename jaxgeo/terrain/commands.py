@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..cli import add_run_folder_options
+from ..errors import ConfigError
 
 log = logging.getLogger("jaxgeo.terrain")
 
@@ -25,8 +26,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
+def _ints(text: str, name: str = "--widths") -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be comma-separated integers such as 32,64,96, got {text!r}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,7 +97,6 @@ def _cmd_train_flow(args: argparse.Namespace) -> int:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    from ..errors import ConfigError
 
     try:
         h, w = (int(v) for v in text.lower().split("x"))

@@ -977,6 +977,10 @@ def sample_large(
         raise ConfigError(f"condition must be one of {', '.join(CONDITIONS)}, got {condition!r}")
     f = models.factor
     h, w = size
+    if not 1 <= stride <= LATENT_GRID:
+        raise ConfigError(
+            f"stride must be 1 to {LATENT_GRID} latent cells (the window side), got {stride}"
+        )
     if h % f or w % f or h < models.vae_spec.patch or w < models.vae_spec.patch:
         raise ConfigError(
             f"size {h}x{w} must be multiples of {f} and at least one patch "

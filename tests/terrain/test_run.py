@@ -97,6 +97,34 @@ def test_cli_import_dem(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(args) == 2  # the store exists: refused without --overwrite
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train-vae", "--widths", "24,x"], "--widths must be comma-separated integers"),
+        (["train-vae", "--patch", "48"], "8 times a power of two"),
+    ],
+)
+def test_cli_refuses_bad_vae_options_before_writing(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    assert main(["terrain", *args, "--out", str(out)]) == 2
+    assert message in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert not out.exists()
+
+
+def test_cli_sample_refuses_a_stride_outside_the_window(
+    runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for stride in ("0", "9"):
+        args = ["terrain", "sample", "--run", str(runs["root"] / "flow"), "--stride", stride,
+                "--size", "64x64", "--out", str(tmp_path / "s.zarr")]  # fmt: skip
+        assert main(args) == 2
+        err = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+        assert f"stride must be 1 to 8 latent cells (the window side), got {stride}" in err
+        assert not (tmp_path / "s.zarr").exists()
+
+
 @pytest.mark.long
 def test_cli_sample_outpaints_a_large_canvas(
     runs: dict, tmp_path: Path, capsys: pytest.CaptureFixture
