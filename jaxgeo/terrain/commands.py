@@ -97,7 +97,6 @@ def _cmd_train_flow(args: argparse.Namespace) -> int:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError as err:

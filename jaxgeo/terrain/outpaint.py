@@ -22,7 +22,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-__all__ = ["outpaint", "seam_lines", "tile_independently", "window_origins"]
+__all__ = ["default_trim", "outpaint", "seam_lines", "tile_independently", "window_origins"]
 
 WindowSampler = Callable[[jax.Array, np.ndarray, np.ndarray, int, int], np.ndarray]
 
@@ -44,15 +44,24 @@ def window_origins(n: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def default_trim(window: int, stride: int) -> int:
+    """The ``trim`` used unless one is given: 1 where windows overlap by more than one cell
+    (so one known row is left after trimming), else 0."""
+    return 1 if window - stride > 1 else 0
+
+
 def _kept_end(start: int, n: int, window: int, trim: int) -> int:
     """End (exclusive) of what a window at ``start`` keeps along an axis of length ``n``."""
     end = start + window
     return end if end >= n else end - trim
 
 
-def seam_lines(n: int, window: int, stride: int, trim: int = 0) -> list[int]:
+def seam_lines(n: int, window: int, stride: int, trim: int | None = None) -> list[int]:
     """Indices where a window's new (unconstrained) part begins along one axis: the lines an
-    outpainted canvas could show seams at (between index ``s - 1`` and ``s``)."""
+    outpainted canvas could show seams at (between index ``s - 1`` and ``s``). ``trim`` as
+    for :func:`outpaint` (default :func:`default_trim`)."""
+    if trim is None:
+        trim = default_trim(window, stride)
     starts = window_origins(n, window, stride)
     return [_kept_end(prev, n, window, trim) for prev in starts[:-1]]
 
@@ -64,7 +73,7 @@ def outpaint(
     *,
     window: int = 8,
     stride: int = 4,
-    trim: int = 1,
+    trim: int | None = None,
 ) -> np.ndarray:
     """Fill an ``(m, n, c)`` canvas window by window.
 
@@ -76,7 +85,8 @@ def outpaint(
         shape: Canvas ``(m, n, c)``.
         window, stride: Window side and step, in canvas cells.
         trim: Border rows/columns on a window's far sides left to the next window (see the
-            module docstring); 0, or below ``window - stride`` so that windows still overlap.
+            module docstring); 0, or below ``window - stride`` so that windows still overlap;
+            default :func:`default_trim`.
 
     Returns:
         The canvas, float32.
@@ -85,6 +95,8 @@ def outpaint(
         ValueError: a ``trim`` that leaves no overlap between windows.
     """
     m, n, c = shape
+    if trim is None:
+        trim = default_trim(window, stride)
     if trim < 0 or (trim > 0 and trim >= window - stride):
         raise ValueError(f"trim must be in [0, {window - stride}) for window {window} and "
                          f"stride {stride}, got {trim}")  # fmt: skip

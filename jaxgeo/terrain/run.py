@@ -1005,9 +1005,6 @@ def sample_large(
                                                     fs.n_classes)  # fmt: skip
         return _cond_inputs(models, c, k, (1, g, g))
 
-    # One border row/column of each window is left to the next one where windows overlap by
-    # more than one latent cell (jaxgeo.terrain.outpaint).
-    trim = 1 if g - stride > 1 else 0
     cls_canvas = cls_map if use_class else None
     if cls_canvas is None and two_stage:
         prior = _stage_sampler(fs, "prior", steps, sampler, float(guidance))
@@ -1020,7 +1017,7 @@ def sample_large(
                                     jnp.asarray(known[None]), jnp.asarray(mask[None]))[0])  # fmt: skip
 
         one_hot_canvas = outpaint(prior_window, k_prior, (m, n, fs.n_classes), window=g,
-                                  stride=stride, trim=trim)  # fmt: skip
+                                  stride=stride)  # fmt: skip
         cls_canvas = np.argmax(one_hot_canvas, axis=-1)
     fine = _stage_sampler(fs, "fine", steps, sampler, float(guidance))
 
@@ -1030,9 +1027,7 @@ def sample_large(
         return np.asarray(fine(models.flow_params, k, cond, uncond, jnp.asarray(known[None]),
                                jnp.asarray(mask[None]))[0])  # fmt: skip
 
-    lat = outpaint(
-        fine_window, k_fine, (m, n, fs.latent_channels), window=g, stride=stride, trim=trim
-    )
+    lat = outpaint(fine_window, k_fine, (m, n, fs.latent_channels), window=g, stride=stride)
     scale = (jnp.asarray(models.latent_std), jnp.asarray(models.latent_mean))
     dec = _decoder(models.vae_spec)
     z = np.asarray(dec(models.vae_params, jnp.asarray(lat) * scale[0] + scale[1]), np.float64)
@@ -1040,8 +1035,8 @@ def sample_large(
         z = z + detail_noise(models, jax.random.fold_in(key, 7), z.shape)
     z = z * models.std_m + models.mean_m
     seconds = time.perf_counter() - t0
-    rows = [s * f for s in seam_lines(m, g, stride, trim)]
-    cols = [s * f for s in seam_lines(n, g, stride, trim)]
+    rows = [s * f for s in seam_lines(m, g, stride)]
+    cols = [s * f for s in seam_lines(n, g, stride)]
     result: dict[str, Any] = {
         "elevation": z,
         "reference": ref,

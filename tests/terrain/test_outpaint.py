@@ -7,15 +7,23 @@ import numpy as np
 import pytest
 
 from jaxgeo.terrain.metrics import seam_discontinuity
-from jaxgeo.terrain.outpaint import outpaint, seam_lines, tile_independently, window_origins
+from jaxgeo.terrain.outpaint import (
+    default_trim,
+    outpaint,
+    seam_lines,
+    tile_independently,
+    window_origins,
+)
 
 
 def test_window_origins_cover_and_end_flush() -> None:
     assert window_origins(16, 8, 4) == [0, 4, 8]
     assert window_origins(18, 8, 4) == [0, 4, 8, 10]
     assert window_origins(8, 8, 4) == [0]
-    assert seam_lines(16, 8, 4) == [8, 12]
+    assert seam_lines(16, 8, 4, trim=0) == [8, 12]
     assert seam_lines(16, 8, 4, trim=1) == [7, 11]  # the last window reaches the edge
+    assert seam_lines(16, 8, 4) == seam_lines(16, 8, 4, trim=default_trim(8, 4))
+    assert default_trim(8, 4) == 1 and default_trim(8, 7) == 0 and default_trim(8, 8) == 0
     with pytest.raises(ValueError, match="smaller"):
         window_origins(4, 8, 4)
 
