@@ -310,6 +310,8 @@ def main() -> None:
     )
     parser.add_argument("--no-steps", action="store_true", help="skip the training steps")
     args = parser.parse_args()
+    if args.sh_batch is not None and args.sh_batch < 1:
+        parser.error(f"--sh-batch must be a positive number of points, got {args.sh_batch}")
     min_time = 0.05 if args.quick else args.min_time
     args.min_time = min_time
     sh_cases = SH_CASES[:2] if args.quick else SH_CASES
