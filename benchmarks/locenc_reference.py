@@ -28,6 +28,9 @@ Usage (prints one JSON line; the driver is ``benchmarks/locenc_throughput.py --r
         [--points pts.npy --values-out y.npy] [--jit] [--device cpu|cuda]
     python locenc_reference.py train --degree 10 --batch 1024 [--jit] [--device cpu|cuda]
 
+With ``sh --rounds R`` it first prints ``{"ready": true}`` and then times one round per line
+read from stdin (a JSON line each), for drivers that alternate rounds of both implementations.
+
 ``--degree L`` is the highest degree, (L+1)² features: the reference's ``legendre_polys`` is
 L + 1 (its "L = 10" is degree 9 here).
 """
@@ -253,6 +256,17 @@ def _time(call, device: torch.device, min_time: float, min_reps: int = 2) -> flo
             return elapsed / reps
 
 
+def _paired_rounds(call, device: torch.device, args: argparse.Namespace) -> None:
+    """Time one round (``--min-time`` s) per line read from stdin, printing a JSON line each,
+    so that the driver can alternate rounds with its own and compare neighbours in time."""
+    print(json.dumps({"ready": True}), flush=True)
+    for i in range(args.rounds):
+        if not sys.stdin.readline():
+            return
+        per_call = _time(call, device, args.min_time)
+        print(json.dumps({"round": i, "points_per_s": args.n / per_call}), flush=True)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
@@ -267,6 +281,8 @@ def bench_sh(args: argparse.Namespace, device: torch.device) -> dict:
     lonlat = torch.as_tensor(_random_lonlat(args.n, args.degree), device=device).to(dtype)
     with torch.no_grad():
         encoder(lonlat)  # warm-up (and the jit's first-call optimisation)
+        if args.rounds:
+            _paired_rounds(lambda: encoder(lonlat), device, args)
         per_call = _time(lambda: encoder(lonlat), device, args.min_time)
         row = {
             "benchmark": "locenc_sh",
@@ -339,6 +355,9 @@ def main() -> None:
     parser.add_argument("--values-out", type=Path, help=".npy to write values at --points")
     parser.add_argument("--jit", action="store_true", help="torch.jit.script every Y_lm")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds timed per case")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="sh: also time this many rounds, one per stdin line"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)

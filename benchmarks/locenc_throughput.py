@@ -20,12 +20,14 @@ Prints JSON lines: {"benchmark": "locenc_sh" | "locenc_train_step" | "locenc_tru
 "L", "dtype", "points_per_s", "max_abs_error", ...}. Run:
 ``python benchmarks/locenc_throughput.py`` (several minutes on 2 loaded CPU cores, most of it the
 reference at L = 100); ``--quick`` for a smoke run; ``--scale 16`` for batches that fill a GPU;
-``--no-reference`` for jaxgeo alone.
+``--no-reference`` for jaxgeo alone; ``--paired 7`` adds jaxgeo and the reference timed in
+alternating rounds (the ratio that this host's drift does not move).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -54,6 +56,7 @@ STEP_CASES = [10, 40, 100]
 # Points per timed reference call: its cost is per point beyond a few thousand (the closed forms
 # are evaluated term by term), so smaller batches at high degree give the same points/s.
 REFERENCE_N = {10: 65536, 40: 4096, 100: 1024}
+PAIRED_DEGREES = (10, 40)  # the issue's quoted reference figures
 DEFAULT_REFERENCE_PYTHON = "/work/refenv/bin/python"
 N_ACCURACY = 1024
 
@@ -268,6 +271,61 @@ def bench_reference_sh(
     return row
 
 
+def bench_paired(python: str, degree: int, n: int, opts: argparse.Namespace) -> dict:
+    """jaxgeo (both precisions) and the reference (float32) timed in alternating rounds.
+
+    This host's speed drifts by tens of per cent within minutes, so each round's jaxgeo
+    figures are compared with the reference round right after them (same batch), and the
+    ratios are summarised by their median and minimum over the rounds.
+    """
+    lon, lat = (jnp.asarray(a) for a in _points(n, degree))
+    calls = {}
+    for precision in ("high", "default"):
+        enc = Encoding("sh", degree=degree, precision=precision)  # type: ignore[arg-type]
+        compiled = jax.jit(enc).lower(lon, lat).compile()
+        compiled(lon, lat).block_until_ready()
+        calls[precision] = functools.partial(compiled, lon, lat)
+    args = ["sh", "--degree", str(degree), "--dtype", "float32", "--n", str(n)]
+    args += ["--rounds", str(opts.paired), "--min-time", str(opts.min_time)]
+    args += _common_reference_args(opts)
+    script = Path(__file__).with_name("locenc_reference.py")
+    row: dict = {"benchmark": "locenc_sh_paired", "L": degree, "n_points": n, "dtype": "float32"}
+    with subprocess.Popen(
+        [python, str(script), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        if not proc.stdout.readline().strip():  # {"ready": true} after the reference's set-up
+            proc.wait()
+            return {**row, "error": proc.stderr.read().strip()[-500:]}
+        pts: dict[str, list[float]] = {"high": [], "default": [], "reference": []}
+        for _ in range(opts.paired):
+            for precision, call in calls.items():
+                pts[precision].append(
+                    n / _time(lambda c=call: c().block_until_ready(), opts.min_time)
+                )
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            pts["reference"].append(json.loads(proc.stdout.readline())["points_per_s"])
+        proc.stdin.close()
+        proc.kill()
+    row.update(
+        rounds=opts.paired,
+        round_time_s=opts.min_time,
+        reference_jit=opts.ref_jit,
+        device=_device(),
+        **{f"{k}_points_per_s": v for k, v in pts.items()},
+    )
+    for precision in ("high", "default"):
+        ratios = np.asarray(pts[precision]) / np.asarray(pts["reference"])
+        row[f"speedup_{precision}_median"] = float(np.median(ratios))
+        row[f"speedup_{precision}_min"] = float(ratios.min())
+    return row
+
+
 def bench_reference_step(python: str, degree: int, opts: argparse.Namespace) -> dict:
     args = ["train", "--degree", str(degree), "--batch", "1024", "--min-time", str(opts.min_time)]
     args += _common_reference_args(opts)
@@ -284,7 +342,9 @@ def _emit(row: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run (L = 10, 40)")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds timed per case")
+    parser.add_argument(
+        "--min-time", type=float, help="seconds timed per case (default 1; 0.05 with --quick)"
+    )
     parser.add_argument("--scale", type=int, default=1, help="multiply the SH batch sizes")
     parser.add_argument(
         "--sh-batch",
@@ -309,10 +369,21 @@ def main() -> None:
         "--ref-max-step-degree", type=int, default=100, help="highest L of reference train steps"
     )
     parser.add_argument("--no-steps", action="store_true", help="skip the training steps")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also time jaxgeo and the reference in this many alternating rounds at L = 10 and "
+        "40 (batch --sh-batch, default 1,024, for both) and report the ratios' median and "
+        "minimum: the side-by-side figure that survives the host's drift",
+    )
     args = parser.parse_args()
     if args.sh_batch is not None and args.sh_batch < 1:
         parser.error(f"--sh-batch must be a positive number of points, got {args.sh_batch}")
-    min_time = 0.05 if args.quick else args.min_time
+    if args.paired < 0:
+        parser.error(f"--paired must be a number of rounds >= 0, got {args.paired}")
+    min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 1.0
     args.min_time = min_time
     sh_cases = SH_CASES[:2] if args.quick else SH_CASES
     step_cases = [] if args.no_steps else STEP_CASES[:1] if args.quick else STEP_CASES
@@ -351,6 +422,9 @@ def main() -> None:
             for dtype in ("float32", "float64"):
                 ref_n = REFERENCE_N[degree] * args.scale
                 _emit(bench_reference_sh(python, degree, ref_n, dtype, args))
+    if python is not None and args.paired:
+        for degree in PAIRED_DEGREES:
+            _emit(bench_paired(python, degree, args.sh_batch or 1024, args))
     for degree in step_cases:
         for precision in ("high", "default"):
             _emit(bench_step(degree, 1024, min_time, precision))

@@ -10,9 +10,10 @@ Families (Rußwurm et al. 2024, ICLR, and the works they compare with):
   :func:`jaxgeo.sphere.real_sph_harm` ((degree + 1)² features). NB the PyTorch reference counts
   "legendre_polys" L = degree + 1 (its L = 10 is our degree 9). With ``precision="high"`` (the
   default) float32 inputs are converted to radians and the harmonics evaluated in float64,
-  rounded once to float32: ~1e-7 from float64 at the same inputs up to degree 200, where the
-  float32 evaluation (``precision="default"``) is off by ~l·eps·|Y| (6e-5 at degree 100),
-  because θ and φ themselves are then only float32 and Y_lm varies by ~l|Y| per radian.
+  with only the last product (θ factor × φ factor, each rounded once) in float32: ~2e-7 from
+  float64 at the same inputs (3e-7 at degree 100), where the float32 evaluation
+  (``precision="default"``) is off by ~l·eps·|Y| (8e-5 at degree 100), because θ and φ
+  themselves are then only float32 and Y_lm varies by ~l|Y| per radian.
 - The "double Fourier sphere" family, multi-scale sinusoids of latitude φ and longitude λ
   (radians) at ``n_frequencies`` scales ``r_s = min_radius · (max_radius/min_radius)^(s/(S−1))``
   (geometric, Mai et al. 2020 "Space2Vec"), angular frequency ``ω_s = 1/r_s``, writing
@@ -97,9 +98,9 @@ class Encoding:
         max_radius: largest scale r_max in radians; 1 makes the coarsest sphereC scale exactly
             the 3D unit vector.
         precision: ``sh`` only: ``"high"`` evaluates float32 inputs in float64 (degrees to
-            radians included) and rounds once, ~1e-7 accurate to degree 200 (needs
-            ``jax_enable_x64``); ``"default"`` evaluates in the inputs' dtype (6e-5 at degree
-            100 in float32, ~1.5-3x faster on CPU). No effect on float64 inputs.
+            radians included), the last product in float32, ~3e-7 accurate to degree 200
+            (needs ``jax_enable_x64``); ``"default"`` evaluates in the inputs' dtype (8e-5 at
+            degree 100 in float32, ~1.3-2x faster on CPU). No effect on float64 inputs.
     """
 
     name: EncodingName = option("sh", doc="positional encoding", choices=ENCODINGS)
@@ -194,7 +195,7 @@ def _sh(enc: Encoding, lon: Array, lat: Array) -> Array:
         # The radians must be formed in float64 too: rounding θ, φ to float32 alone costs
         # ~l·eps·|Y| (θ's float32 ulp times dY/dθ ~ l Y), whatever the harmonics are computed in.
         theta, phi = lonlat_to_theta_phi(lon.astype(jnp.float64), lat.astype(jnp.float64))
-        return real_sph_harm(enc.degree, theta, phi).astype(dtype)
+        return real_sph_harm(enc.degree, theta, phi, dtype=dtype)
     theta, phi = lonlat_to_theta_phi(lon, lat)
     return real_sph_harm(enc.degree, theta, phi)
 

@@ -35,7 +35,8 @@ w = 1 − cos θ' = 2 sin²(θ'/2), with θ' = min(θ, π − θ) the angle to t
 exactly), so neither the rounding of cos θ nor the cancellation in the three-term recursion
 near the poles is amplified by the l² slope of P_l there; and m φ is reduced modulo 2π exactly
 before its cosine is taken. What is left is the ~ l eps floor of any float32 evaluation;
-``precision="high"`` evaluates in float64 and rounds once (see :func:`real_sph_harm`).
+``precision="high"`` evaluates in float64 and forms only the last product in float32 (see
+:func:`real_sph_harm`).
 """
 
 from __future__ import annotations
@@ -453,10 +454,73 @@ def _reduced_angles(phi: Float[Array, " n"], ms: np.ndarray) -> Float[Array, "n 
     return ((x - k * q1) - k * q2) - k * q3 + m * (tail + phi_b)[:, None]
 
 
+# π/2, beyond double precision.
+_HALF_PI = Fraction("1.570796326794896619231321691639751442098584699687552910487472296153908203")
+
+
+@functools.lru_cache(maxsize=4)
+def _half_pi_parts(nmant: int) -> tuple[float, float]:
+    """π/2 = p1 + p2 with p1 of ``nmant − 2`` significant bits, so k p1 is exact for |k| < 8."""
+    keep = nmant - 2
+    scale = Fraction(2) ** (keep - math.frexp(float(_HALF_PI))[1])
+    p1 = Fraction(math.floor(_HALF_PI * scale)) / scale
+    return float(p1), float(_HALF_PI - p1)
+
+
+@jax.custom_jvp
+def _sincos(r: Float[Array, "*s"]) -> tuple[Float[Array, "*s"], Float[Array, "*s"]]:
+    """``(sin r, cos r)`` for angles already reduced to about [−π, π] (|r| < 11).
+
+    The quadrant k = round(2r/π) is taken off with a two-part π/2 (k p1 exact, so r − k p1
+    is exact), and sin, cos of the rest (|x| <= π/4) are Taylor polynomials whose truncation
+    is below half an ulp (to x^11 / x^10 in float32, x^17 / x^16 in float64): within ~1 ulp of
+    the exact values. Pure multiply-adds and selects, which XLA vectorises; its own sin and cos
+    run a scalar range reduction for arbitrary arguments on the CPU (~11 ns an element, 5×
+    slower; benchmarks/RESULTS.md). The derivative is the exact (cos r, −sin r) pair.
+    """
+    dtype = r.dtype
+    nmant, _, _, int_dtype = _float_info(dtype)
+    p1, p2 = _half_pi_parts(nmant)
+    k = lax.stop_gradient(jnp.round(r * (2.0 / math.pi)))
+    x = (r - k * p1) - k * float(np.asarray(p2, dtype))
+    x2 = x * x
+    n = 5 if nmant <= 23 else 8  # (π/4)^(2n+2) / (2n+2)! < eps / 2
+    s = jnp.full_like(x, (-1) ** n / math.factorial(2 * n + 1))
+    c = jnp.full_like(x, (-1) ** n / math.factorial(2 * n))
+    for i in range(n - 1, -1, -1):
+        s = s * x2 + (-1) ** i / math.factorial(2 * i + 1)
+        c = c * x2 + (-1) ** i / math.factorial(2 * i)
+    s = s * x
+    q = k.astype(int_dtype) & 3  # two's complement: k mod 4 for negative k too
+    sin = jnp.where(q == 0, s, jnp.where(q == 1, c, jnp.where(q == 2, -s, -c)))
+    cos = jnp.where(q == 0, c, jnp.where(q == 1, -s, jnp.where(q == 2, -c, s)))
+    return sin, cos
+
+
+@_sincos.defjvp
+def _sincos_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[tuple, tuple]:
+    (r,), (dr,) = primals, tangents
+    sin, cos = _sincos(r)
+    return (sin, cos), (cos * dr, -sin * dr)
+
+
 def _trig(phi: Float[Array, " n"], l_max: int) -> tuple[Float[Array, "n m"], Float[Array, "n m"]]:
     """``cos(mφ)`` and ``sin(mφ)`` for m = 0..l_max, shape (n, l_max + 1)."""
-    r = _reduced_angles(phi, np.arange(l_max + 1))
-    return jnp.cos(r), jnp.sin(r)
+    sin, cos = _sincos(_reduced_angles(phi, np.arange(l_max + 1)))
+    return cos, sin
+
+
+def _result_dtype(dtype: object, default: jnp.dtype) -> jnp.dtype:
+    """``dtype`` (a floating dtype) or, for None, ``default``."""
+    if dtype is None:
+        return jnp.dtype(default)
+    try:
+        out = jnp.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError:
+        out = None
+    if out is None or not jnp.issubdtype(out, jnp.floating):
+        raise ConfigError(f"dtype must be a floating dtype such as float32, got {dtype!r}")
+    return jnp.dtype(jax.dtypes.canonicalize_dtype(out))
 
 
 def _working_dtype(precision: object, dtype: jnp.dtype) -> jnp.dtype:
@@ -516,12 +580,13 @@ def _sin_factor(ms: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _fourier_tables(l_max: int) -> np.ndarray:
-    """Coefficients ``C`` (l_max+1, K) with, for flat index k = (l, m),
+    """Coefficients ``C`` (l_max+1, (l_max+1)(l_max+2)/2) with, for column c = (l, m >= 0) in
+    the order (0, 0), (1, 0), (1, 1), (2, 0), … (c = l(l+1)/2 + m),
 
-        Y_k(θ, φ) = [Σ_j C[j, k] cos jθ] · g_|m|(θ) · trig_m(φ),
+        Y_l,±m(θ, φ) = [Σ_j C[j, c] cos jθ] · g_m(θ) · trig_±m(φ),
 
-    where g_|m| = sin θ for odd |m|, g_|m| = 1 for even |m| (times a mask that is exactly 0 at
-    the poles for |m| >= 2), and trig_m is cos(mφ) (m >= 0) or sin(|m|φ).
+    where g_m = sin θ for odd m, g_m = 1 for even m (times a mask that is exactly 0 at the poles
+    for m >= 2), and trig_±m is cos(mφ) or sin(mφ). The ±m pair shares its column.
 
     P̄_lm(cos θ) is a trigonometric polynomial of degree l in θ (its analytic continuation to
     θ in [−π, π], with sin θ signed): a cosine series for even m, and for odd m sin θ times
@@ -542,82 +607,70 @@ def _fourier_tables(l_max: int) -> np.ndarray:
     spec = np.fft.rfft(g, axis=1) / n_s  # [l, j, m]
     cos_c = 2.0 * spec.real[:, :n_l, :]
     cos_c[:, 0, :] *= 0.5
-    l_k, m_k, _ = _flat_layout(l_max)
-    coeffs = cos_c[l_k, :, m_k].T * _phase_norm(m_k)[None, :]  # (n_l, K)
+    l_c, m_c = np.tril_indices(n_l)  # (0, 0), (1, 0), (1, 1), (2, 0), …
+    coeffs = cos_c[l_c, :, m_c].T * _phase_norm(m_c)[None, :]  # (n_l, n_l (n_l + 1) / 2)
     # Exact zeros where the parity of j excludes a term: what the FFT leaves there is round-off.
     coeffs[np.abs(coeffs) < 1e-14 * np.abs(coeffs).max(axis=0, keepdims=True)] = 0.0
     coeffs.setflags(write=False)
     return coeffs
 
 
-@functools.lru_cache(maxsize=8)
-def _spread_table(l_max: int) -> np.ndarray:
-    """0/1 matrix (2 l_max + 1, K): column k = (l, m) picks row m + l_max."""
-    _, m_k, is_sin = _flat_layout(l_max)
-    signed = np.where(is_sin, -m_k, m_k)
-    table = (np.arange(2 * l_max + 1)[:, None] == (signed + l_max)[None, :]).astype(np.float64)
-    table.setflags(write=False)
-    return table
-
-
-# From this degree on the φ factor is put in the flat layout degree by degree (one product
-# and a concatenate); below it by a 0/1 matrix product, which is faster there on XLA CPU
-# (measured, benchmarks/RESULTS.md).
-_SPREAD_BY_DEGREE_MIN = 32
-
-
 def _real_sph_harm_fourier(
-    l_max: int, theta: Float[Array, " n"], phi: Float[Array, " n"]
+    l_max: int, theta: Float[Array, " n"], phi: Float[Array, " n"], dtype: jnp.dtype
 ) -> Float[Array, "n k"]:
-    """All ``Y_lm`` (flat layout) by the Fourier form of :func:`_fourier_tables`."""
-    dtype = theta.dtype
+    """All ``Y_lm`` (flat layout) by the Fourier form of :func:`_fourier_tables`.
+
+    Computed in the dtype of theta and phi; the θ and φ factors are rounded once to ``dtype``
+    and their product is formed there (for float64 angles and a float32 result, ~2 float32
+    roundings instead of one, at float32 cost for the largest array).
+    """
     orders = np.arange(l_max + 1)
-    basis = jnp.cos(_reduced_angles(theta, orders))  # (n, n_l)
-    legendre = jnp.dot(
-        basis, jnp.asarray(_fourier_tables(l_max), dtype), precision=lax.Precision.HIGHEST
-    )
-    # φ factor with g_|m|(θ), indexed by m + l_max for m = −l_max … l_max. The even orders
-    # |m| >= 2 vanish at the poles like sin² θ; the mask makes them exactly 0 there (so
-    # ∂Y/∂φ is exactly zero at the poles, as it must be), where the cosine series leaves
-    # round-off.
-    jp = _reduced_angles(phi, orders)
+    work = theta.dtype
+    basis = _sincos(_reduced_angles(theta, orders))[1]  # cos jθ, (n, n_l)
+    table = jnp.asarray(_fourier_tables(l_max), work)
+    legendre = jnp.dot(basis, table, precision=lax.Precision.HIGHEST).astype(dtype)
+    # φ factor with g_m(θ), indexed by m + l_max for m = −l_max … l_max. The even orders
+    # m >= 2 vanish at the poles like sin² θ; the mask makes them exactly 0 there (so ∂Y/∂φ
+    # is exactly zero at the poles, as it must be), where the cosine series leaves round-off.
+    sin_mp, cos_mp = _sincos(_reduced_angles(phi, orders))
     sin_t = jnp.sin(theta)[:, None]
     off_pole = jnp.where(sin_t == 0.0, jnp.zeros_like(sin_t), jnp.ones_like(sin_t))
     g = jnp.where(jnp.asarray(_sin_factor(orders) == 1), sin_t, off_pole)
     g = g.at[:, 0].set(1.0)
-    ext = jnp.concatenate([jnp.sin(jp[:, :0:-1]) * g[:, :0:-1], jnp.cos(jp) * g], axis=1)
-    if l_max < _SPREAD_BY_DEGREE_MIN:
-        trig = jnp.dot(
-            ext, jnp.asarray(_spread_table(l_max), dtype), precision=lax.Precision.HIGHEST
-        )
-        return legendre * trig
-    # Degree l is the contiguous block l² … (l+1)² − 1, orders −l … l: the slice of ext.
-    return jnp.concatenate(
-        [
-            legendre[:, l * l : (l + 1) ** 2] * ext[:, l_max - l : l_max + l + 1]
-            for l in range(l_max + 1)
-        ],
-        axis=1,
-    )
+    ext = jnp.concatenate([sin_mp[:, :0:-1] * g[:, :0:-1], cos_mp * g], axis=1).astype(dtype)
+    # Both factors are kept in memory: fused into the per-degree products below, XLA would
+    # split the assembly into one kernel per part plus a copy (4× slower on a CPU core).
+    legendre, ext = lax.optimization_barrier((legendre, ext))
+    # Degree l is the contiguous block l² … (l+1)² − 1, orders −l … l: its column block of
+    # the table, reversed for m < 0, times the matching slice of ext.
+    parts = []
+    for l in range(l_max + 1):
+        col = legendre[:, l * (l + 1) // 2 : (l + 1) * (l + 2) // 2]  # m = 0 … l
+        if l:
+            parts.append(col[:, :0:-1] * ext[:, l_max - l : l_max])
+        parts.append(col * ext[:, l_max : l_max + l + 1])
+    return jnp.concatenate(parts, axis=1)
 
 
-# Points per block of the Fourier form when there are more than _BLOCK_MIN: a block's basis,
-# products and output stay in the CPU caches, which makes many points ~2× faster on a CPU core
-# (L = 40, 16,384 float32 points: 3.9e4 -> 7.5e4 points/s; benchmarks/RESULTS.md).
+# Blocks of points for large batches: above _BLOCK_ELEMENTS output elements the Fourier form
+# runs in blocks of _BLOCK points (a lax.map), so each block's basis, products and output stay
+# in the CPU caches instead of page-faulting fresh buffers of the whole batch (L = 40, 16,384
+# float32 points: 1.3×); smaller batches run in one piece, where the loop costs more than it
+# saves (L = 10, 16,384 points: 1.4× faster unblocked). Measured in benchmarks/RESULTS.md.
 _BLOCK = 512
-_BLOCK_MIN = 2048
+_BLOCK_ELEMENTS = 2**23
 
 
 def _fourier_blocks(
-    l_max: int, theta: Float[Array, " n"], phi: Float[Array, " n"], work: jnp.dtype
+    l_max: int, theta: Float[Array, " n"], phi: Float[Array, " n"], dtype: jnp.dtype
 ) -> Float[Array, "n k"]:
-    """The Fourier form in ``work`` precision, cast back; in blocks of points for many."""
+    """The Fourier form in the angles' precision with the result in ``dtype``."""
 
     def block(t: Array, p: Array) -> Array:
-        return _real_sph_harm_fourier(l_max, t.astype(work), p.astype(work)).astype(t.dtype)
+        return _real_sph_harm_fourier(l_max, t, p, dtype)
 
     n = theta.shape[0]
-    if n <= _BLOCK_MIN:
+    if n * (l_max + 1) ** 2 <= _BLOCK_ELEMENTS or n <= _BLOCK:
         return block(theta, phi)
     pad = (-n) % _BLOCK
     t = jnp.pad(theta, (0, pad)).reshape(-1, _BLOCK)
@@ -638,6 +691,7 @@ def real_sph_harm(
     *,
     precision: str = "default",
     method: str = "auto",
+    dtype: jnp.dtype | str | None = None,
 ) -> Float[Array, "*points k"]:
     """All real orthonormal spherical harmonics ``Y_lm(θ, φ)`` with ``l <= l_max``.
 
@@ -652,8 +706,10 @@ def real_sph_harm(
     ``sqrt((2l+1)/4π)`` of the harmonics. That is the floor for any float32 evaluation:
     Y_lm changes by ~ l Y_lm per radian, so merely rounding cos θ, sin θ (or θ) to float32
     costs ~ l eps, and ``sin^m θ`` carries m times the rounding of sin θ. For more, pass
-    ``precision="high"``: the values are then computed in float64 and rounded once to the
-    input dtype (max error ~1e-7, the float32 rounding itself), at about twice the cost.
+    ``precision="high"``: the values are then computed in float64, and the θ and φ factors
+    are rounded to float32 and multiplied there (max error ~2e-7 at L = 40, 4e-7 at 100: two
+    float32 roundings), at 1.3–2× the cost. Float64 angles with ``dtype=jnp.float32`` do the
+    same from angles formed in float64.
 
     Two algorithms, same convention and the same float32 accuracy: ``"fourier"`` writes every
     P̄_lm(cos θ) as a trigonometric polynomial in θ and evaluates all of them as one matrix
@@ -670,30 +726,34 @@ def real_sph_harm(
         precision: ``"default"`` computes in the input dtype; ``"high"`` computes in float64
             and casts back (needs ``jax_enable_x64``; no effect on float64 input).
         method: ``"auto"`` (default), ``"fourier"`` or ``"recursion"`` (see above; static).
+        dtype: floating dtype of the result (static); default the inputs' (the default float
+            dtype for integer inputs). Narrower than the inputs, the harmonics are computed in
+            the inputs' precision and only the last product is formed in ``dtype``.
 
     Returns:
         Array of shape ``(*points, (l_max + 1)**2)`` with ``Y_lm`` at index ``l² + l + m``,
-        in the floating dtype of the inputs (the default float dtype for integer inputs).
+        in ``dtype``.
 
     Raises:
         InputError: if ``l_max`` is not a non-negative integer, or theta and phi have
             different float dtypes.
         ConfigError: if ``precision`` is not ``"default"`` or ``"high"``, or is ``"high"``
-            for a narrower dtype than float64 while ``jax_enable_x64`` is off; or for an
-            unknown ``method``.
+            for a narrower dtype than float64 while ``jax_enable_x64`` is off; for an
+            unknown ``method``; or if ``dtype`` is not a floating dtype.
     """
     l_max = _check_l_max(l_max)
     if method not in ("auto", "fourier", "recursion"):
         raise ConfigError(f"method must be 'auto', 'fourier' or 'recursion', got {method!r}")
     theta_f, phi_f, shape = _prepare_points(theta, phi)
-    dtype = theta_f.dtype
-    work = _working_dtype(precision, dtype)
+    out = _result_dtype(dtype, theta_f.dtype)
+    work = max(_working_dtype(precision, theta_f.dtype), out, key=lambda d: jnp.finfo(d).bits)
+    theta_f, phi_f = theta_f.astype(work), phi_f.astype(work)
     if method == "fourier" or (method == "auto" and l_max <= _FOURIER_MAX_DEGREE):
-        y = _fourier_blocks(l_max, theta_f, phi_f, work)
+        y = _fourier_blocks(l_max, theta_f, phi_f, out)
         return y.reshape(*shape, (l_max + 1) ** 2)
-    if work != dtype:
-        y = real_sph_harm(l_max, theta_f.astype(work), phi_f.astype(work), method=method)
-        return y.astype(dtype).reshape(*shape, (l_max + 1) ** 2)
+    if out != work:
+        y = real_sph_harm(l_max, theta_f, phi_f, method=method)
+        return y.astype(out).reshape(*shape, (l_max + 1) ** 2)
     p = _legendre_columns(theta_f, l_max, np.arange(l_max + 1))
     cos_m, sin_m = _trig(phi_f, l_max)
 
@@ -703,7 +763,7 @@ def real_sph_harm(
     legendre = p[jnp.asarray(l_k), :, jnp.asarray(m_k)]  # (k, n)
     trig = jnp.concatenate([cos_m, sin_m], axis=1)  # (n, 2 n_m)
     trig = trig[:, jnp.asarray(m_k + n_m * is_sin)]  # (n, k)
-    scale = jnp.asarray(_phase_norm(m_k), dtype)
+    scale = jnp.asarray(_phase_norm(m_k), work)
     y = legendre.T * trig * scale
     return y.reshape(*shape, (l_max + 1) ** 2)
 
@@ -741,8 +801,8 @@ def real_sph_harm_lm(
     theta_f, phi_f = theta_f.astype(work), phi_f.astype(work)
     am = abs(m)
     p = _legendre_columns(theta_f, l, np.array([am]))[-1, :, 0]
-    r = _reduced_angles(phi_f, np.array([am]))[:, 0]
-    trig = jnp.cos(r) if m >= 0 else jnp.sin(r)
+    sin, cos = _sincos(_reduced_angles(phi_f, np.array([am]))[:, 0])
+    trig = cos if m >= 0 else sin
     y = p * trig * float(_phase_norm(np.array(am)))
     return y.astype(dtype).reshape(shape)
 

@@ -178,7 +178,7 @@ sph_high = jax.jit(functools.partial(real_sph_harm, precision="high"), static_ar
 
 
 # Max |Y_f32 − Y_f64| (float64 evaluated at the same float32 inputs), absolute. Measured
-# 5.7e-7, 2.7e-6, 6.1e-6, 1.3e-5; the plain recursion in cos θ with cos(fl(m φ)) gave 2.4e-6,
+# 5.2e-7, 1.9e-6, 5.8e-6, 1.3e-5; the plain recursion in cos θ with cos(fl(m φ)) gave 2.4e-6,
 # 4.4e-5, 4.6e-4, 2.4e-3.
 @pytest.mark.parametrize(
     ("l_max", "n_random", "tol"),
@@ -191,12 +191,13 @@ def test_float32_accuracy_by_degree(l_max, n_random, tol):
     y64 = np.asarray(sph(l_max, t32.astype(np.float64), p32.astype(np.float64)))
     err = np.abs(np.asarray(y32, np.float64) - y64)
     assert err.max() < tol
-    # precision="high": computed in float64, so only the final rounding to float32 is left,
-    # half an ulp: below 6e-8 of the bound (measured 5.8e-8 at every degree).
+    # precision="high": computed in float64; the θ and φ factors are rounded to float32 and
+    # multiplied there (up to degree 100), so ~1.5 ulp are left: below 1.5e-7 of the bound
+    # (measured 9.2e-8, 1.08e-7, 8.8e-8; 5.8e-8 at degree 200, rounded once by the recursion).
     high = sph_high(l_max, jnp.asarray(t32), jnp.asarray(p32))
     assert high.dtype == jnp.float32
     err_high = np.abs(np.asarray(high, np.float64) - y64) / _bound(l_max)
-    assert err_high.max() < 6.0e-8
+    assert err_high.max() < 1.5e-7
 
 
 def test_float32_single_harmonic_high_order():
@@ -333,12 +334,12 @@ def test_convention_matches_hipft_soccer_ball(hipft_data):
 def test_many_points_are_evaluated_in_blocks_with_the_same_values_and_gradient(
     precision, monkeypatch
 ) -> None:
-    """Above _BLOCK_MIN points the Fourier form runs in blocks of _BLOCK (padded; 2,048 and
-    512, made small here): values and gradient equal the unblocked evaluation of the same
-    points (bit for bit in float64, to round-off in float32)."""
+    """Above _BLOCK_ELEMENTS output elements the Fourier form runs in blocks of _BLOCK points
+    (padded; 2^23 and 512, made small here): values and gradient equal the unblocked
+    evaluation of the same points to round-off."""
     from jaxgeo.sphere import _harmonics as h
 
-    monkeypatch.setattr(h, "_BLOCK_MIN", 64)
+    monkeypatch.setattr(h, "_BLOCK_ELEMENTS", 64 * 169)
     monkeypatch.setattr(h, "_BLOCK", 32)
     rng = np.random.default_rng(3)
     n = 2 * 64 + 37  # above the threshold, not a multiple of the block
@@ -351,36 +352,53 @@ def test_many_points_are_evaluated_in_blocks_with_the_same_values_and_gradient(
 
     y = real_sph_harm(12, theta, phi, precision=precision)
     g = jax.grad(total)(theta, phi)
-    monkeypatch.setattr(h, "_BLOCK_MIN", 10**9)  # the same points in one piece
-    # (float32 products of another shape may round differently in the last bit)
+    monkeypatch.setattr(h, "_BLOCK_ELEMENTS", 10**12)  # the same points in one piece
+    # (matrix products of another shape may round differently in the last bit, and with
+    # precision="high" such a float64 difference can still flip a float32 rounding)
     np.testing.assert_allclose(
         np.asarray(y), np.asarray(real_sph_harm(12, theta, phi, precision=precision)),
-        rtol=0, atol=0 if precision == "high" else 1e-6,
+        rtol=0, atol=1e-6,
     )  # fmt: skip
     g1 = np.asarray(jax.grad(total)(theta, phi))
     tol = (1e-4 if precision == "default" else 1e-6) * np.abs(g1).max()
     np.testing.assert_allclose(np.asarray(g), g1, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("l_max", [5, 40])
-def test_phi_factor_by_matrix_product_and_by_degree_agree(l_max, monkeypatch) -> None:
-    """The Fourier form puts the φ factor in the flat layout by a 0/1 matrix product below
-    _SPREAD_BY_DEGREE_MIN and degree by degree from it: the two give the same values (bit for
-    bit in float64) and gradients (to round-off: the backward sums run in another order)."""
-    from jaxgeo.sphere import _harmonics as h
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_sincos_of_reduced_angles_within_an_ulp_with_exact_derivative(dtype) -> None:
+    """The polynomial sin/cos used for reduced angles: within ~1 ulp of the exact values on
+    [−3.5, 3.5] (every quadrant and its edges) and differentiable with the exact pair."""
+    from jaxgeo.sphere._harmonics import _sincos
 
-    theta, phi = _points(30, seed=4)
-    w = jnp.arange((l_max + 1) ** 2, dtype=jnp.float64)
+    x = np.linspace(-3.5, 3.5, 20001).astype(dtype)
+    x = np.concatenate([x, np.asarray([0.0, np.pi / 4, np.pi / 2, -np.pi / 2, np.pi], dtype)])
+    sin, cos = jax.jit(_sincos)(jnp.asarray(x))
+    ulp = float(jnp.finfo(dtype).eps)
+    exact = x.astype(np.float64)
+    assert np.abs(np.asarray(sin, np.float64) - np.sin(exact)).max() < 0.75 * ulp
+    assert np.abs(np.asarray(cos, np.float64) - np.cos(exact)).max() < 0.75 * ulp
+    assert np.asarray(sin)[-5] == 0.0 and np.asarray(cos)[-5] == 1.0
+    if dtype == jnp.float64:
+        check_grads(lambda v: _sincos(v)[0] * _sincos(v)[1] ** 2, (jnp.asarray(x[::500]),),
+                    order=2, modes=("fwd", "rev"))  # fmt: skip
 
-    def total(t, p):
-        return jnp.sum(real_sph_harm(l_max, t, p) ** 2 * w)
 
-    results = []
-    for threshold in (0, 10**9):  # by degree, then by matrix product
-        monkeypatch.setattr(h, "_SPREAD_BY_DEGREE_MIN", threshold)
-        results.append((real_sph_harm(l_max, theta, phi), jax.grad(total, (0, 1))(theta, phi)))
-    (y0, g0), (y1, g1) = results
-    np.testing.assert_array_equal(np.asarray(y0), np.asarray(y1))
-    for a, b in zip(g0, g1, strict=True):
-        scale = np.abs(np.asarray(b)).max()
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-12 * scale)
+def test_float32_result_from_float64_angles_matches_precision_high() -> None:
+    """dtype=float32 from float64 angles forms only the last product in float32: ~2 float32
+    roundings from the float64 values, and the same numbers as precision="high" on the same
+    (float32) angles."""
+    theta, phi = _points(400, seed=6)
+    theta32, phi32 = theta.astype(jnp.float32), phi.astype(jnp.float32)
+    t64, p64 = theta32.astype(jnp.float64), phi32.astype(jnp.float64)
+    for l_max in (10, 40, 120):
+        y = real_sph_harm(l_max, t64, p64, dtype=jnp.float32)
+        assert y.dtype == jnp.float32
+        exact = np.asarray(real_sph_harm(l_max, t64, p64))
+        assert np.abs(np.asarray(y, np.float64) - exact).max() < 6e-7
+        high = real_sph_harm(l_max, theta32, phi32, precision="high")
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(high))
+    wide = real_sph_harm(5, theta32, phi32, dtype="float64")
+    assert wide.dtype == jnp.float64  # computed in float64, not widened float32
+    np.testing.assert_allclose(np.asarray(wide), np.asarray(real_sph_harm(5, t64, p64)), atol=1e-14)
+    with pytest.raises(ConfigError, match="dtype must be a floating dtype"):
+        real_sph_harm(5, theta, phi, dtype=jnp.int32)
