@@ -370,6 +370,9 @@ def main() -> None:
     )
     parser.add_argument("--no-steps", action="store_true", help="skip the training steps")
     parser.add_argument(
+        "--max-degree", type=int, default=200, help="skip the cases above this degree L"
+    )
+    parser.add_argument(
         "--paired",
         type=int,
         default=0,
@@ -385,8 +388,9 @@ def main() -> None:
         parser.error(f"--paired must be a number of rounds >= 0, got {args.paired}")
     min_time = args.min_time if args.min_time is not None else 0.05 if args.quick else 1.0
     args.min_time = min_time
-    sh_cases = SH_CASES[:2] if args.quick else SH_CASES
+    sh_cases = [c for c in (SH_CASES[:2] if args.quick else SH_CASES) if c[0] <= args.max_degree]
     step_cases = [] if args.no_steps else STEP_CASES[:1] if args.quick else STEP_CASES
+    step_cases = [d for d in step_cases if d <= args.max_degree]
     _emit(
         {
             "benchmark": "locenc_machine",
@@ -423,7 +427,7 @@ def main() -> None:
                 ref_n = REFERENCE_N[degree] * args.scale
                 _emit(bench_reference_sh(python, degree, ref_n, dtype, args))
     if python is not None and args.paired:
-        for degree in PAIRED_DEGREES:
+        for degree in (d for d in PAIRED_DEGREES if d <= args.max_degree):
             _emit(bench_paired(python, degree, args.sh_batch or 1024, args))
     for degree in step_cases:
         for precision in ("high", "default"):

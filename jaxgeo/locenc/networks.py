@@ -26,6 +26,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from jaxgeo._trig import sin as fast_sin
+
 __all__ = [
     "NETWORKS",
     "FCNet",
@@ -163,7 +165,7 @@ class Siren(nnx.Module):
         for i, (layer, w0) in enumerate(zip(self.layers, self.w0s, strict=True)):
             z = w0 * layer(x)
             out.append(z)
-            h = jnp.sin(z)
+            h = fast_sin(z)
             x = x + h if (self.residual and i > 0) else h
         return out
 
@@ -174,7 +176,7 @@ class Siren(nnx.Module):
             else list(jax.random.split(key, len(self.layers)))
         )
         for i, (layer, w0, k) in enumerate(zip(self.layers, self.w0s, keys, strict=True)):
-            h = _dropout(jnp.sin(w0 * layer(x)), self.dropout, k)
+            h = _dropout(fast_sin(w0 * layer(x)), self.dropout, k)
             x = x + h if (self.residual and i > 0) else h
         return x
 

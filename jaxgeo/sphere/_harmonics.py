@@ -51,6 +51,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from jaxgeo._trig import sincos_reduced as _sincos_reduced
 from jaxgeo.errors import ConfigError, InputError
 
 __all__ = [
@@ -454,59 +455,9 @@ def _reduced_angles(phi: Float[Array, " n"], ms: np.ndarray) -> Float[Array, "n 
     return ((x - k * q1) - k * q2) - k * q3 + m * (tail + phi_b)[:, None]
 
 
-# π/2, beyond double precision.
-_HALF_PI = Fraction("1.570796326794896619231321691639751442098584699687552910487472296153908203")
-
-
-@functools.lru_cache(maxsize=4)
-def _half_pi_parts(nmant: int) -> tuple[float, float]:
-    """π/2 = p1 + p2 with p1 of ``nmant − 2`` significant bits, so k p1 is exact for |k| < 8."""
-    keep = nmant - 2
-    scale = Fraction(2) ** (keep - math.frexp(float(_HALF_PI))[1])
-    p1 = Fraction(math.floor(_HALF_PI * scale)) / scale
-    return float(p1), float(_HALF_PI - p1)
-
-
-@jax.custom_jvp
-def _sincos(r: Float[Array, "*s"]) -> tuple[Float[Array, "*s"], Float[Array, "*s"]]:
-    """``(sin r, cos r)`` for angles already reduced to about [−π, π] (|r| < 11).
-
-    The quadrant k = round(2r/π) is taken off with a two-part π/2 (k p1 exact, so r − k p1
-    is exact), and sin, cos of the rest (|x| <= π/4) are Taylor polynomials whose truncation
-    is below half an ulp (to x^11 / x^10 in float32, x^17 / x^16 in float64): within ~1 ulp of
-    the exact values. Pure multiply-adds and selects, which XLA vectorises; its own sin and cos
-    run a scalar range reduction for arbitrary arguments on the CPU (~11 ns an element, 5×
-    slower; benchmarks/RESULTS.md). The derivative is the exact (cos r, −sin r) pair.
-    """
-    dtype = r.dtype
-    nmant, _, _, int_dtype = _float_info(dtype)
-    p1, p2 = _half_pi_parts(nmant)
-    k = lax.stop_gradient(jnp.round(r * (2.0 / math.pi)))
-    x = (r - k * p1) - k * float(np.asarray(p2, dtype))
-    x2 = x * x
-    n = 5 if nmant <= 23 else 8  # (π/4)^(2n+2) / (2n+2)! < eps / 2
-    s = jnp.full_like(x, (-1) ** n / math.factorial(2 * n + 1))
-    c = jnp.full_like(x, (-1) ** n / math.factorial(2 * n))
-    for i in range(n - 1, -1, -1):
-        s = s * x2 + (-1) ** i / math.factorial(2 * i + 1)
-        c = c * x2 + (-1) ** i / math.factorial(2 * i)
-    s = s * x
-    q = k.astype(int_dtype) & 3  # two's complement: k mod 4 for negative k too
-    sin = jnp.where(q == 0, s, jnp.where(q == 1, c, jnp.where(q == 2, -s, -c)))
-    cos = jnp.where(q == 0, c, jnp.where(q == 1, -s, jnp.where(q == 2, -c, s)))
-    return sin, cos
-
-
-@_sincos.defjvp
-def _sincos_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[tuple, tuple]:
-    (r,), (dr,) = primals, tangents
-    sin, cos = _sincos(r)
-    return (sin, cos), (cos * dr, -sin * dr)
-
-
 def _trig(phi: Float[Array, " n"], l_max: int) -> tuple[Float[Array, "n m"], Float[Array, "n m"]]:
     """``cos(mφ)`` and ``sin(mφ)`` for m = 0..l_max, shape (n, l_max + 1)."""
-    sin, cos = _sincos(_reduced_angles(phi, np.arange(l_max + 1)))
+    sin, cos = _sincos_reduced(_reduced_angles(phi, np.arange(l_max + 1)))
     return cos, sin
 
 
@@ -626,13 +577,13 @@ def _real_sph_harm_fourier(
     """
     orders = np.arange(l_max + 1)
     work = theta.dtype
-    basis = _sincos(_reduced_angles(theta, orders))[1]  # cos jθ, (n, n_l)
+    basis = _sincos_reduced(_reduced_angles(theta, orders))[1]  # cos jθ, (n, n_l)
     table = jnp.asarray(_fourier_tables(l_max), work)
     legendre = jnp.dot(basis, table, precision=lax.Precision.HIGHEST).astype(dtype)
     # φ factor with g_m(θ), indexed by m + l_max for m = −l_max … l_max. The even orders
     # m >= 2 vanish at the poles like sin² θ; the mask makes them exactly 0 there (so ∂Y/∂φ
     # is exactly zero at the poles, as it must be), where the cosine series leaves round-off.
-    sin_mp, cos_mp = _sincos(_reduced_angles(phi, orders))
+    sin_mp, cos_mp = _sincos_reduced(_reduced_angles(phi, orders))
     sin_t = jnp.sin(theta)[:, None]
     off_pole = jnp.where(sin_t == 0.0, jnp.zeros_like(sin_t), jnp.ones_like(sin_t))
     g = jnp.where(jnp.asarray(_sin_factor(orders) == 1), sin_t, off_pole)
@@ -801,7 +752,7 @@ def real_sph_harm_lm(
     theta_f, phi_f = theta_f.astype(work), phi_f.astype(work)
     am = abs(m)
     p = _legendre_columns(theta_f, l, np.array([am]))[-1, :, 0]
-    sin, cos = _sincos(_reduced_angles(phi_f, np.array([am]))[:, 0])
+    sin, cos = _sincos_reduced(_reduced_angles(phi_f, np.array([am]))[:, 0])
     trig = cos if m >= 0 else sin
     y = p * trig * float(_phase_norm(np.array(am)))
     return y.astype(dtype).reshape(shape)

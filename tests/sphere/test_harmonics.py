@@ -364,25 +364,6 @@ def test_many_points_are_evaluated_in_blocks_with_the_same_values_and_gradient(
     np.testing.assert_allclose(np.asarray(g), g1, rtol=0, atol=tol)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-def test_sincos_of_reduced_angles_within_an_ulp_with_exact_derivative(dtype) -> None:
-    """The polynomial sin/cos used for reduced angles: within ~1 ulp of the exact values on
-    [−3.5, 3.5] (every quadrant and its edges) and differentiable with the exact pair."""
-    from jaxgeo.sphere._harmonics import _sincos
-
-    x = np.linspace(-3.5, 3.5, 20001).astype(dtype)
-    x = np.concatenate([x, np.asarray([0.0, np.pi / 4, np.pi / 2, -np.pi / 2, np.pi], dtype)])
-    sin, cos = jax.jit(_sincos)(jnp.asarray(x))
-    ulp = float(jnp.finfo(dtype).eps)
-    exact = x.astype(np.float64)
-    assert np.abs(np.asarray(sin, np.float64) - np.sin(exact)).max() < 0.75 * ulp
-    assert np.abs(np.asarray(cos, np.float64) - np.cos(exact)).max() < 0.75 * ulp
-    assert np.asarray(sin)[-5] == 0.0 and np.asarray(cos)[-5] == 1.0
-    if dtype == jnp.float64:
-        check_grads(lambda v: _sincos(v)[0] * _sincos(v)[1] ** 2, (jnp.asarray(x[::500]),),
-                    order=2, modes=("fwd", "rev"))  # fmt: skip
-
-
 def test_float32_result_from_float64_angles_matches_precision_high() -> None:
     """dtype=float32 from float64 angles forms only the last product in float32: ~2 float32
     roundings from the float64 values, and the same numbers as precision="high" on the same
