@@ -309,7 +309,11 @@ def bench_paired(python: str, degree: int, n: int, opts: argparse.Namespace) -> 
                 )
             proc.stdin.write("go\n")
             proc.stdin.flush()
-            pts["reference"].append(json.loads(proc.stdout.readline())["points_per_s"])
+            line = proc.stdout.readline()
+            if not line.strip():  # the reference stopped
+                proc.wait()
+                return {**row, "error": proc.stderr.read().strip()[-500:]}
+            pts["reference"].append(json.loads(line)["points_per_s"])
         proc.stdin.close()
         proc.kill()
     row.update(
