@@ -22,24 +22,29 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-__all__ = ["sin", "sincos_reduced"]
+__all__ = ["PI", "cody_waite_parts", "sin", "sincos_reduced"]
 
-# π/2, beyond double precision.
-_HALF_PI = Fraction("1.570796326794896619231321691639751442098584699687552910487472296153908203")
+# π, beyond double precision.
+PI = Fraction("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
 
 
-@functools.lru_cache(maxsize=8)
-def _half_pi_parts(significand: int, k_bits: int, n_parts: int) -> tuple[float, ...]:
-    """π/2 = p_1 + … + p_n, all but the last of ``significand − k_bits`` bits, so that k p_i is
-    exact for |k| < 2^k_bits; the last part is the rest, rounded."""
-    keep = significand - k_bits
-    parts, rest = [], _HALF_PI
+@functools.lru_cache(maxsize=32)
+def cody_waite_parts(value: Fraction, keep: int, n_parts: int) -> tuple[float, ...]:
+    """``value = p_1 + … + p_n`` (Cody & Waite 1980), all but the last of ``keep`` significant
+    bits, so that k p_i is exact for integers k of up to (significand − keep) bits; the last
+    part is the rest, rounded."""
+    parts, rest = [], value
     for _ in range(n_parts - 1):
         scale = Fraction(2) ** (keep - math.frexp(float(rest))[1])
         head = Fraction(math.floor(rest * scale)) / scale
         parts.append(float(head))
         rest -= head
     return (*parts, float(rest))
+
+
+def _half_pi_parts(significand: int, k_bits: int, n_parts: int) -> tuple[float, ...]:
+    """π/2 in ``n_parts`` parts with k p_i exact for |k| < 2^k_bits."""
+    return cody_waite_parts(PI / 2, significand - k_bits, n_parts)
 
 
 def _significand(dtype: jnp.dtype) -> int:

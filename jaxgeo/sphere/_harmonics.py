@@ -51,6 +51,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from jaxgeo._trig import PI, cody_waite_parts
 from jaxgeo._trig import sincos_reduced as _sincos_reduced
 from jaxgeo.errors import ConfigError, InputError
 
@@ -300,10 +301,7 @@ def _column_step(carry, row):
 
 
 # π − fl64(π), beyond double precision.
-_PI_TAIL = float(
-    Fraction("3.14159265358979323846264338327950288419716939937510582097494459230781640628")
-    - Fraction(math.pi)
-)
+_PI_TAIL = float(PI - Fraction(math.pi))
 
 
 def _polar_angle(theta: Float[Array, " n"]) -> tuple[Array, Array, Array, Array]:
@@ -404,20 +402,10 @@ def _legendre_table(l_max: int, theta: Float[Array, " n"]) -> Float[Array, "n l 
     return jnp.moveaxis(p, 0, 1)
 
 
-@functools.lru_cache(maxsize=16)
-def _two_pi_parts(keep: int) -> tuple[float, float, float]:
+def _two_pi_parts(keep: int) -> tuple[float, ...]:
     """2π = p1 + p2 + p3 (Cody–Waite) with p1, p2 of ``keep`` significant bits each, so that
     k p1 and k p2 are exact for integers k of up to (mantissa − keep) bits; p3 is the rest."""
-    two_pi = Fraction("6.283185307179586476925286766559005768394338798750211641949889184615633")
-    parts = []
-    rest = two_pi
-    for _ in range(2):
-        exp = math.frexp(float(rest))[1]
-        scale = Fraction(2) ** (keep - exp)
-        head = Fraction(math.floor(rest * scale)) / scale
-        parts.append(float(head))
-        rest -= head
-    return parts[0], parts[1], float(rest)
+    return cody_waite_parts(2 * PI, keep, 3)
 
 
 def _reduced_angles(phi: Float[Array, " n"], ms: np.ndarray) -> Float[Array, "n c"]:
